@@ -1,0 +1,280 @@
+"""Compatibility shims for RecBole 1.2.1 on today's stack (torch 2.13, scipy 1.17, numpy 1.26).
+
+The one place where RecBole's behaviour is adjusted. Nothing here edits RecBole's files: each shim
+wraps or adds one attribute at import time, is idempotent, and has a test that fails without it
+(``tests/test_compat.py``). ``apply()`` runs on ``import recbole_hdccf``.
+
+Shims:
+
+- ``trusted_checkpoint_load``: torch >= 2.6 defaults ``torch.load(weights_only=True)``; RecBole's
+  checkpoints pickle the ``Config`` and fail to load in ``Trainer.evaluate(load_best_model=True)``,
+  ``Trainer.resume_checkpoint`` and ``quick_start.load_data_and_model``. Those three (and only
+  those) load with ``weights_only=False``: the files are RecBole checkpoints the user points at.
+- ``numpy_aliases``: ``load_data_and_model`` in a fresh process unpickles a Config without running
+  ``Config.__init__``, which is where RecBole sets ``np.float`` and friends; set them first.
+- ``dok_update``: scipy >= 1.12 removed ``dok_matrix._update``, which LightGCN, NCL, NGCF, GCMC and
+  SpectralCF call to build their adjacency matrices.
+- ``unique_checkpoint_names``: RecBole names checkpoints ``<model>-<date_time>.pth`` with one-second
+  resolution, so two runs started in the same second overwrite each other's file.
+- ``atomic_checkpoints``: ``torch.save`` straight to the final name leaves a truncated file if the
+  process is killed mid-write; write to a temporary file and ``os.replace`` it.
+- ``cpu_distributed``: ``Config._init_device`` hard-codes NCCL and ``torch.cuda.set_device``; on a
+  machine without CUDA use gloo and the CPU (NCCL/CUDA stay unchanged where CUDA exists).
+- ``no_dataset_download``: a missing dataset folder makes RecBole download from its URLs, which
+  are dead (RecBole issue #2218), after an interactive y/n prompt that hangs a batch job. Raise
+  :class:`DatasetNotFoundError` instead, naming the folder RecBole looked in and how to prepare
+  atomic files; a folder without ``<name>.inter`` gets the same error.
+- ``ddp_cpu_device_ids``: ``AbstractTrainer`` passes ``device_ids=[local_rank]`` to
+  ``DistributedDataParallel``, which torch rejects for CPU modules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import uuid
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+_APPLIED: set[str] = set()
+
+# Old numpy names RecBole 1.2.1 still uses (numpy < 2 has the targets).
+_NUMPY_ALIASES = {
+    "bool": np.bool_,
+    "int": np.int_,
+    "float": np.float_,
+    "complex": np.complex_,
+    "object": np.object_,
+    "str": np.str_,
+    "long": np.int_,
+    "unicode": np.unicode_,
+}
+
+
+def _once(name):
+    """Run a shim's installer at most once per process."""
+
+    def decorator(installer):
+        @functools.wraps(installer)
+        def wrapper():
+            if name in _APPLIED:
+                return
+            installer()
+            _APPLIED.add(name)
+
+        return wrapper
+
+    return decorator
+
+
+@contextlib.contextmanager
+def trusted_torch_load():
+    """Within the block, ``torch.load`` defaults to ``weights_only=False`` (RecBole checkpoints)."""
+    original = torch.load
+
+    @functools.wraps(original)
+    def load(*args, **kwargs):
+        kwargs.setdefault("weights_only", False)
+        return original(*args, **kwargs)
+
+    torch.load = load
+    try:
+        yield
+    finally:
+        torch.load = original
+
+
+def set_numpy_aliases():
+    for name, target in _NUMPY_ALIASES.items():
+        if not hasattr(np, name):
+            setattr(np, name, target)
+
+
+def _with_trusted_load(function):
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        set_numpy_aliases()
+        with trusted_torch_load():
+            return function(*args, **kwargs)
+
+    wrapper.__recbole_hdccf_wrapped__ = function
+    return wrapper
+
+
+@_once("trusted_checkpoint_load")
+def _install_trusted_checkpoint_load():
+    import recbole.quick_start
+    import recbole.quick_start.quick_start as quick_start
+    from recbole.trainer import Trainer
+
+    Trainer.evaluate = _with_trusted_load(Trainer.evaluate)
+    Trainer.resume_checkpoint = _with_trusted_load(Trainer.resume_checkpoint)
+    wrapped = _with_trusted_load(quick_start.load_data_and_model)
+    quick_start.load_data_and_model = wrapped
+    recbole.quick_start.load_data_and_model = wrapped
+
+
+def _dok_update(self, data):
+    """``dok_matrix._update`` as scipy < 1.12 had it: bulk insert of {(row, col): value}."""
+    self._dict.update(data)
+
+
+@_once("dok_update")
+def _install_dok_update():
+    for cls in (sp.dok_matrix, getattr(sp, "dok_array", None)):
+        if cls is not None and not hasattr(cls, "_update"):
+            cls._update = _dok_update
+
+
+def unique_checkpoint_name(path: str) -> str:
+    """``saved/BPR-Nov-27-2026_15-30-00.pth`` -> ``saved/BPR-Nov-27-2026_15-30-00-1a2b3c.pth``."""
+    root, ext = os.path.splitext(path)
+    return f"{root}-{uuid.uuid4().hex[:6]}{ext}"
+
+
+@_once("unique_checkpoint_names")
+def _install_unique_checkpoint_names():
+    from recbole.trainer import Trainer
+
+    original_init = Trainer.__init__
+
+    @functools.wraps(original_init)
+    def __init__(self, config, model):
+        original_init(self, config, model)
+        self.saved_model_file = unique_checkpoint_name(self.saved_model_file)
+
+    Trainer.__init__ = __init__
+
+
+@_once("atomic_checkpoints")
+def _install_atomic_checkpoints():
+    from recbole.trainer import Trainer
+    from recbole.utils import set_color
+
+    original = Trainer._save_checkpoint
+
+    @functools.wraps(original)
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        final = kwargs.pop("saved_model_file", self.saved_model_file)
+        tmp = os.path.join(
+            os.path.dirname(os.path.abspath(final)),
+            f".{os.path.basename(final)}.{os.getpid()}.tmp",
+        )
+        try:
+            original(self, epoch, verbose=False, saved_model_file=tmp, **kwargs)
+            if not os.path.exists(tmp):  # ranks other than 0 save nothing
+                return
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, final)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        if verbose:
+            self.logger.info(set_color("Saving current", "blue") + f": {final}")
+
+    Trainer._save_checkpoint = _save_checkpoint
+
+
+@_once("cpu_distributed")
+def _install_cpu_distributed():
+    from recbole.config import Config
+
+    original = Config._init_device
+
+    @functools.wraps(original)
+    def _init_device(self):
+        if "local_rank" not in self.final_config_dict or torch.cuda.is_available():
+            return original(self)
+        # RecBole's distributed branch, with gloo and the CPU instead of NCCL and CUDA.
+        cfg = self.final_config_dict
+        cfg["gpu_id"] = str(cfg.get("gpu_id", ""))
+        torch.distributed.init_process_group(
+            backend="gloo",
+            rank=cfg["local_rank"] + cfg["offset"],
+            world_size=cfg["world_size"],
+            init_method=f"tcp://{cfg['ip']}:{cfg['port']}",
+        )
+        cfg["device"] = torch.device("cpu")
+        cfg["single_spec"] = False
+        if cfg["local_rank"] != 0:
+            cfg["state"] = "error"
+            cfg["show_progress"] = False
+            cfg["verbose"] = False
+
+    Config._init_device = _init_device
+
+
+@_once("ddp_cpu_device_ids")
+def _install_ddp_cpu_device_ids():
+    import recbole.trainer.trainer as trainer_module
+
+    original = trainer_module.DistributedDataParallel
+
+    def distributed_data_parallel(module, device_ids=None, **kwargs):
+        if not torch.cuda.is_available():
+            device_ids = None  # CPU modules take no device_ids
+        return original(module, device_ids=device_ids, **kwargs)
+
+    trainer_module.DistributedDataParallel = distributed_data_parallel
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """RecBole's atomic files for a dataset are not where the config points."""
+
+
+def _missing_dataset_message(name: str, path: str, problem: str) -> str:
+    return (
+        f"dataset {name!r}: {problem} (RecBole looked in {os.path.abspath(path)!r}, i.e. "
+        f"data_path/{name}/{name}.inter). RecBole's download links no longer work (RecBole "
+        f"issue #2218), so nothing is downloaded. Prepare atomic files from the original "
+        f"download with `python -m recbole_hdccf.prepare {name} --raw PATH --out DIR` and run "
+        f"with --data_path=DIR (see docs/data.md); only ml-100k ships inside RecBole."
+    )
+
+
+@_once("no_dataset_download")
+def _install_no_dataset_download():
+    from recbole.data.dataset import Dataset
+
+    def _download(self):
+        raise DatasetNotFoundError(
+            _missing_dataset_message(self.dataset_name, self.dataset_path, "folder not found")
+        )
+
+    original_load = Dataset._load_data
+
+    @functools.wraps(original_load)
+    def _load_data(self, token, dataset_path):
+        # benchmark_filename splits are <token>.<part>.inter: any *.inter of the token will do
+        has_inter = os.path.isdir(dataset_path) and any(
+            f.startswith(f"{token}.") and f.endswith(".inter") for f in os.listdir(dataset_path)
+        )
+        if os.path.isdir(dataset_path) and not has_inter:
+            raise DatasetNotFoundError(
+                _missing_dataset_message(token, dataset_path, f"no {token}.inter in the folder")
+            )
+        return original_load(self, token, dataset_path)
+
+    Dataset._download = _download
+    Dataset._load_data = _load_data
+
+
+SHIMS = (
+    _install_trusted_checkpoint_load,
+    _install_dok_update,
+    _install_unique_checkpoint_names,
+    _install_atomic_checkpoints,
+    _install_cpu_distributed,
+    _install_no_dataset_download,
+    _install_ddp_cpu_device_ids,
+)
+
+
+def apply() -> None:
+    """Install every shim (idempotent)."""
+    for install in SHIMS:
+        install()

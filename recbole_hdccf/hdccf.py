@@ -1,0 +1,244 @@
+r"""
+HDCCF
+################################################
+
+Reference:
+    Chenxiao Yang, Qitian Wu, Jipeng Jin, Xiaofeng Gao, Junwei Pan and Guihai Chen.
+    "Trading Hard Negatives and True Negatives: A Debiased Contrastive Collaborative Filtering
+    Approach." in IJCAI 2022.
+
+No official code exists; this is a reference implementation. Choices where the paper is silent
+or garbled (each documented in README.md, "Implementation choices"):
+
+- Scores are bounded: ``p_u`` and ``q_i`` are L2-normalised, so ``|f(u, i)| <= 1`` (eq. 7 with
+  ``m in (0,1)^d``), which the clamp of eq. (16) presumes.
+- The clamp is ``max(F~, Q e^{-1/tau})``: the smallest value ``E[e^{f/tau}]`` can take. The
+  paper prints ``e^{+1/tau}``, which with bounded scores freezes the negative term.
+- ``f`` for user-user and item-item pairs (eq. 5) is the cosine of the normalised embeddings
+  ``p`` (resp. ``q``), with the same temperature.
+- ``D^{u-u}`` (eq. 27) for the anchor row (u, i): the in-batch negative users that are observed
+  users of ``i`` (``aux_mask: item``); ``any`` masks users sharing any training item with ``u``
+  (on ML-1M that is almost every user), ``none`` keeps all. The denominator of eq. (27) counts the
+  anchor's unmasked negatives, as eq. (25) does.
+- BPR+ (Fig. 2) is BPR on the same similarity and the same in-batch negative items and users.
+"""
+
+from __future__ import annotations
+
+import torch
+from recbole.model.abstract_recommender import GeneralRecommender
+from recbole.model.init import xavier_normal_initialization
+from recbole.utils import InputType
+from torch import nn
+
+from recbole_hdccf import losses
+from recbole_hdccf.sampler import NEIGHBOR_ITEMS, NEIGHBOR_USERS, TrainGraph
+from recbole_hdccf.settings import HDCCFSettings
+from recbole_hdccf.similarity import ModulationNet, grid_scores, normalize, pair_scores
+
+
+class HDCCF(GeneralRecommender):
+    r"""HDCCF: contrastive CF with negative users and items drawn from the batch's sampled
+    neighbours, user-user and item-item auxiliary losses, a debiased negative score and a neural
+    modulated similarity.
+
+    Training batches come from :class:`recbole_hdccf.sampler.NeighborTrainDataLoader` (installed by
+    :class:`recbole_hdccf.trainer.HDCCFTrainer`): observed rows plus ``P`` sampled neighbours each.
+    """
+
+    input_type = InputType.POINTWISE
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+
+        # load parameters info
+        self.settings = HDCCFSettings.from_config(config)
+        s = self.settings
+        self.embedding_size = s.embedding_size
+        self.tau = float(s.tau)
+        self.neighbor_num = s.neighbor_num
+        self.train_graph = TrainGraph.from_dataset(dataset)
+
+        # define layers and loss
+        self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)  # p_u
+        self.item_embedding = nn.Embedding(self.n_items, self.embedding_size)  # q_i
+        if s.modulation:
+            self.user_factor = nn.Embedding(self.n_users, self.embedding_size)  # e_u
+            self.item_factor = nn.Embedding(self.n_items, self.embedding_size)  # e_i
+            self.modulation = ModulationNet(self.embedding_size, s.modulation_hidden)
+        else:
+            self.user_factor = self.item_factor = self.modulation = None
+
+        # parameters initialization
+        self.apply(xavier_normal_initialization)
+
+    # ------------------------------------------------------------------ representations
+    def _user_repr(self, users):
+        """``(p_u, e_u)`` for user ids [n] -> two [n, d] (``e_u`` None when unmodulated)."""
+        p = normalize(self.user_embedding(users), self.settings.normalize)
+        e = self.user_factor(users) if self.modulation is not None else None
+        return p, e
+
+    def _item_repr(self, items):
+        q = normalize(self.item_embedding(items), self.settings.normalize)
+        e = self.item_factor(items) if self.modulation is not None else None
+        return q, e
+
+    def forward(self, user, item):
+        r"""Modulated similarity of aligned pairs: ``user``, ``item`` [n] -> ``f`` [n]."""
+        p_u, e_u = self._user_repr(user)
+        q_i, e_i = self._item_repr(item)
+        return pair_scores(p_u, q_i, e_u, e_i, self.modulation)
+
+    def score_grid(self, users, items, chunk=None):
+        r"""``f`` of every user with every item: ``users`` [A], ``items`` [B] -> [A, B]."""
+        p_u, e_u = self._user_repr(users)
+        q_i, e_i = self._item_repr(items)
+        return grid_scores(p_u, q_i, e_u, e_i, self.modulation, chunk=chunk)
+
+    # ------------------------------------------------------------------ training
+    def batch_logits(self, user, item, neighbor_items, neighbor_users):
+        r"""Everything the losses need from one batch, as ``f / tau``.
+
+        Args:
+            user, item: [M] the observed rows.
+            neighbor_items, neighbor_users: [M, P] sampled positives of each row's user / item.
+
+        Returns a dict of tensors: ``pos`` [M]; ``item_grid`` [M, N] ``f(u_k, i_j)`` and
+        ``user_grid`` [M, N] ``f(u_j, i_k)`` over the pool of the ``N = M P`` neighbours;
+        ``pool`` [M, N] (``j`` belongs to another row); ``item_observed`` / ``user_observed`` [M, N]
+        (the pair is a training interaction); ``uu`` / ``ii`` [M, N] cosine logits of the
+        auxiliary losses.
+        """
+        m, p = neighbor_items.shape
+        pool_items = neighbor_items.reshape(-1)
+        pool_users = neighbor_users.reshape(-1)
+        owner = torch.arange(m, device=user.device).repeat_interleave(p)  # row of each candidate
+        pool = owner.unsqueeze(0) != torch.arange(m, device=user.device).unsqueeze(1)
+
+        p_u, e_u = self._user_repr(user)
+        q_i, e_i = self._item_repr(item)
+        p_n, e_n = self._user_repr(pool_users)
+        q_n, e_n_items = self._item_repr(pool_items)
+        pos = pair_scores(p_u, q_i, e_u, e_i, self.modulation)
+        item_grid = grid_scores(p_u, q_n, e_u, e_n_items, self.modulation)  # f(u_k, i_j)
+        user_grid = grid_scores(p_n, q_i, e_n, e_i, self.modulation).T  # f(u_j, i_k)
+
+        graph = self.train_graph
+        out = {
+            "pos": pos / self.tau,
+            "item_grid": item_grid / self.tau,
+            "user_grid": user_grid / self.tau,
+            "pool": pool,
+            "item_observed": graph.contains(
+                user.unsqueeze(1).expand(-1, m * p), pool_items.expand(m, -1)
+            ),
+            "user_observed": graph.contains(
+                pool_users.expand(m, -1), item.unsqueeze(1).expand(-1, m * p)
+            ),
+            "own": owner.unsqueeze(0) == torch.arange(m, device=user.device).unsqueeze(1),
+        }
+        if self.settings.lambda_u > 0:
+            out["uu"] = (p_u @ p_n.T) / self.tau
+        if self.settings.lambda_i > 0:
+            out["ii"] = (q_i @ q_n.T) / self.tau
+        return out
+
+    @staticmethod
+    def _own_block(grid, own, p):
+        """The row's own ``P`` neighbours' entries of ``grid``: [M, N] -> [M, P]."""
+        return grid[own].view(grid.shape[0], p)
+
+    def _aux_mask(self, observed, anchors, pool_ids, same_kind_degree):
+        """``D^{u-u}`` (or ``D^{i-i}``) for the anchors against the pool, per ``aux_mask``."""
+        mode = self.settings.aux_mask
+        if not self.settings.debias or mode == "none":
+            return None
+        if mode == "item":
+            return observed
+        return same_kind_degree(anchors, pool_ids)
+
+    def calculate_loss(self, interaction):
+        r"""Eq. (6): ``L_ui + lambda_u L_uu + lambda_i L_ii`` on one batch.
+
+        Returns a tuple of the weighted parts, so RecBole logs each one.
+        """
+        s = self.settings
+        user = interaction[self.USER_ID]
+        item = interaction[self.ITEM_ID]
+        neighbor_items = interaction[NEIGHBOR_ITEMS]
+        neighbor_users = interaction[NEIGHBOR_USERS]
+        p = neighbor_items.shape[1]
+        g = self.batch_logits(user, item, neighbor_items, neighbor_users)
+        pool, own = g["pool"], g["own"]
+
+        if s.ui_loss == "bpr":
+            ui = 0.5 * (
+                losses.bpr_loss(g["pos"], g["item_grid"], pool)
+                + losses.bpr_loss(g["pos"], g["user_grid"], pool)
+            )
+        elif s.debias:
+            pos_col = g["pos"].unsqueeze(1)
+            log_f_items, _ = losses.debiased_log_negative_score(
+                g["item_grid"],
+                pool,
+                g["item_observed"],
+                torch.cat([pos_col, self._own_block(g["item_grid"], own, p)], dim=1),
+                s.w_i_pos,
+                self.tau,
+            )
+            log_f_users, _ = losses.debiased_log_negative_score(
+                g["user_grid"],
+                pool,
+                g["user_observed"],
+                torch.cat([pos_col, self._own_block(g["user_grid"], own, p)], dim=1),
+                s.w_u_pos,
+                self.tau,
+            )
+            ui = losses.contrastive_loss(g["pos"], log_f_users, log_f_items)
+        else:
+            ui = losses.contrastive_loss(
+                g["pos"],
+                losses.biased_log_negative_score(g["user_grid"], pool),
+                losses.biased_log_negative_score(g["item_grid"], pool),
+            )
+
+        parts = [ui]
+        if s.lambda_u > 0:
+            mask = self._aux_mask(
+                g["user_observed"], user, neighbor_users.reshape(-1), self._users_share_item
+            )
+            parts.append(
+                s.lambda_u
+                * losses.auxiliary_loss(self._own_block(g["uu"], own, p), g["uu"], pool, mask)
+            )
+        if s.lambda_i > 0:
+            mask = self._aux_mask(
+                g["item_observed"], item, neighbor_items.reshape(-1), self._items_share_user
+            )
+            parts.append(
+                s.lambda_i
+                * losses.auxiliary_loss(self._own_block(g["ii"], own, p), g["ii"], pool, mask)
+            )
+        return tuple(parts) if len(parts) > 1 else parts[0]
+
+    def _users_share_item(self, anchors, pool_users):
+        return self.train_graph.share_neighbor(anchors, pool_users, kind="user")
+
+    def _items_share_user(self, anchors, pool_items):
+        return self.train_graph.share_neighbor(anchors, pool_items, kind="item")
+
+    # ------------------------------------------------------------------ inference
+    def predict(self, interaction):
+        r"""Scores of given rows: ``interaction[USER_ID]``, ``[ITEM_ID]`` [n] -> [n]."""
+        return self.forward(interaction[self.USER_ID], interaction[self.ITEM_ID])
+
+    def full_sort_predict(self, interaction):
+        r"""Scores of each given user against every item: [n] users -> [n * n_items].
+
+        Users are scored in blocks of at most ``full_sort_memory_mb`` of per-pair work."""
+        users = interaction[self.USER_ID]
+        items = torch.arange(self.n_items, device=users.device)
+        per_user = self.n_items * self.embedding_size * 4 * 4  # ~4 live float32 [B, d] tensors
+        chunk = max(1, self.settings.full_sort_memory_mb * 2**20 // per_user)
+        return self.score_grid(users, items, chunk=chunk).reshape(-1)

@@ -1,0 +1,153 @@
+"""HDCCF's losses as small pure functions on logits (scores already divided by the temperature).
+
+Shapes: ``M`` rows (observed (u, i) pairs of a batch), ``N`` candidates in the in-batch pool
+(``N = M * P``: every row's ``P`` sampled neighbours), ``P`` neighbours per row.
+
+Everything is computed in the log domain, so ``tau = 0.01`` (logits up to 100, ``e^100`` overflows
+float32) stays finite. Reductions: sum over a row's terms, mean over rows (the paper sums over
+``D``; the mean only rescales the learning rate and keeps it independent of the batch size).
+
+Paper references: eq. (1)-(2) contrastive loss, (5) auxiliary loss, (15) debiased negative score,
+(16) its lower bound, (24)-(27) the weights ``pi``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+NEG_INF = float("-inf")
+
+
+def _masked_logsumexp(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Row-wise ``log(sum(exp(logits[mask])))``; ``-inf`` for a row with no entry, with zero
+    (not NaN) gradient there."""
+    has_any = mask.any(dim=-1, keepdim=True)
+    # Rows with no entry keep finite logits so logsumexp's backward stays finite; they are
+    # replaced by -inf afterwards.
+    safe = torch.where(mask | ~has_any, logits, torch.full_like(logits, NEG_INF))
+    lse = torch.logsumexp(safe, dim=-1)
+    return torch.where(has_any.squeeze(-1), lse, torch.full_like(lse, NEG_INF))
+
+
+def biased_log_negative_score(neg_logits: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
+    """``log F`` of eq. (2): ``log sum_{j in pool} e^{f_j / tau}`` per row, the multiset counted
+    with multiplicity. ``neg_logits``, ``pool``: [M, N] -> [M]."""
+    return _masked_logsumexp(neg_logits, pool)
+
+
+def debiased_log_negative_score(
+    neg_logits: torch.Tensor,
+    pool: torch.Tensor,
+    observed: torch.Tensor,
+    pos_logits: torch.Tensor,
+    w_pos: float,
+    tau: float,
+    clamp: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``log F~`` of eq. (15) with the weights of eq. (25) and the lower bound of eq. (16).
+
+    Args:
+        neg_logits: [M, N] ``f / tau`` of every pool candidate with the row's anchor.
+        pool: [M, N] bool, the row's in-batch negatives ``N^-`` (the other rows' neighbours).
+        observed: [M, N] bool, candidates that are observed training positives of the anchor;
+            their ``pi_0`` is zero (eq. 25).
+        pos_logits: [M, P+1] ``f / tau`` of the anchor's positives ``N^+ ∪ {u}`` (eq. 24).
+        w_pos: ``omega^+``, the probability that an unobserved sample is a false negative.
+        tau: the temperature; the bound ``Q e^{-1/tau}`` assumes ``|f| <= 1``.
+
+    With ``Q = |N^-|`` (the paper's choice):
+        ``pi_0 = Q 1[unobserved] / (omega^- #unobserved)``, ``pi_1 = Q omega^+ / (omega^- (P+1))``,
+        ``F~ = max(sum pi_0 e^{f^-/tau} - sum pi_1 e^{f^+/tau}, Q e^{-1/tau})``.
+    The paper prints the bound as ``Q e^{+1/tau}``; with ``|f| <= 1`` every ``e^{f/tau}`` is at
+    most ``e^{1/tau}``, so that bound would hold the estimate at a constant almost always and stop
+    all negative gradients. ``e^{-1/tau}`` is the smallest value ``E[e^{f/tau}]`` can take, the
+    bound of Chuang et al. (2020) that eq. (16) follows.
+
+    Returns:
+        ``(log F~ [M], clamped [M] bool)``; rows with an empty pool give ``-inf``.
+    """
+    w_neg = 1.0 - w_pos
+    q = pool.sum(dim=-1).to(neg_logits.dtype)
+    valid = pool & ~observed
+    n_valid = valid.sum(dim=-1).to(neg_logits.dtype)
+    log_q = torch.log(q)
+    # n_valid = 0 gives log A = -inf (the logsumexp), not NaN.
+    log_a = (
+        log_q
+        - math.log(w_neg)
+        - torch.log(n_valid.clamp_min(1))
+        + _masked_logsumexp(neg_logits, valid)
+    )
+    log_bound = log_q - 1.0 / tau
+    if w_pos > 0:
+        log_b = (
+            log_q
+            + math.log(w_pos)
+            - math.log(w_neg)
+            - math.log(pos_logits.shape[-1])
+            + torch.logsumexp(pos_logits, dim=-1)
+        )
+        diff = log_b - log_a  # < 0 exactly when A > B
+        above = diff < 0
+        safe = torch.where(above, diff, torch.full_like(diff, -1.0))
+        log_estimate = torch.where(above, log_a + torch.log1p(-torch.exp(safe)), log_bound)
+    else:
+        log_estimate = torch.where(n_valid > 0, log_a, log_bound)
+    if not clamp:
+        return log_estimate, torch.zeros_like(log_estimate, dtype=torch.bool)
+    clamped = log_estimate < log_bound
+    return torch.maximum(log_estimate, log_bound), clamped
+
+
+def contrastive_loss(pos_logits: torch.Tensor, *log_negative_scores: torch.Tensor) -> torch.Tensor:
+    """Eq. (1)/(14): ``mean_rows -log e^{pos} / (e^{pos} + F^u + F^i)`` from ``log F`` terms.
+
+    ``pos_logits``: [M]; each ``log_negative_scores``: [M] (``-inf`` for an empty term)."""
+    stacked = torch.stack((pos_logits, *log_negative_scores), dim=-1)
+    return (torch.logsumexp(stacked, dim=-1) - pos_logits).mean()
+
+
+def auxiliary_loss(
+    pos_logits: torch.Tensor,
+    neg_logits: torch.Tensor,
+    pool: torch.Tensor,
+    masked: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Eq. (5), or its debiased form eq. (26)-(27) when ``masked`` is given.
+
+    ``-sum_{p} log e^{f_p} / (e^{f_p} + sum_{j in pool} pi_j e^{f_j})`` per row, mean over rows.
+    Debiased: ``pi_j = Q 1[j not masked] / #(not masked)`` with ``Q = |pool|``, i.e. the masked
+    neighbours are dropped and the rest rescaled to the pool's size.
+
+    Args:
+        pos_logits: [M, P] the anchor's positive neighbours.
+        neg_logits: [M, N] every pool candidate with the anchor.
+        pool: [M, N] bool, the anchor's in-batch negatives.
+        masked: [M, N] bool, candidates that are known neighbours of the anchor (``D^{u-u}``).
+    """
+    if masked is None:
+        log_neg = _masked_logsumexp(neg_logits, pool)
+    else:
+        valid = pool & ~masked
+        q = pool.sum(dim=-1).to(neg_logits.dtype)
+        n_valid = valid.sum(dim=-1).to(neg_logits.dtype)
+        log_neg = (
+            torch.log(q) - torch.log(n_valid.clamp_min(1)) + _masked_logsumexp(neg_logits, valid)
+        )
+    log_neg = log_neg.unsqueeze(-1).expand_as(pos_logits)
+    per_pair = torch.logaddexp(pos_logits, log_neg) - pos_logits
+    return per_pair.sum(dim=-1).mean()
+
+
+def bpr_loss(
+    pos_logits: torch.Tensor, neg_logits: torch.Tensor, pool: torch.Tensor
+) -> torch.Tensor:
+    """BPR on the same scores (the paper's BPR+): ``mean_rows mean_{j in pool}
+    -log sigmoid(pos - neg_j)``. ``pos_logits``: [M]; ``neg_logits``, ``pool``: [M, N]."""
+    pairwise = F.softplus(neg_logits - pos_logits.unsqueeze(-1))
+    pairwise = torch.where(pool, pairwise, torch.zeros_like(pairwise))
+    per_row = pairwise.sum(dim=-1) / pool.sum(dim=-1).clamp_min(1)
+    return per_row.mean()

@@ -1,0 +1,24 @@
+"""Where the plugin's RecBole yaml lives, installed or in a source checkout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def properties_dir() -> Path:
+    """``properties/`` of the repository, or ``recbole_hdccf/properties`` once pip-installed."""
+    try:
+        import recbole_hdccf.properties as installed
+
+        return Path(installed.__file__).resolve().parent
+    except ImportError:  # running from a source checkout without installing
+        return Path(__file__).resolve().parent.parent / "properties"
+
+
+def protocol_file(name: str) -> Path:
+    """The preset ``properties/protocol/<name>.yaml`` (``paper``, ``full``, ``recbole-benchmark``)."""
+    path = properties_dir() / "protocol" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (properties_dir() / "protocol").glob("*.yaml"))
+        raise ValueError(f"unknown protocol preset {name!r}; choose one of {known}")
+    return path
