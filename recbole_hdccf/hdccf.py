@@ -208,18 +208,26 @@ class HDCCF(GeneralRecommender):
             mask = self._aux_mask(
                 g["user_observed"], user, neighbor_users.reshape(-1), self._users_share_item
             )
-            parts.append(
-                s.lambda_u
-                * losses.auxiliary_loss(self._own_block(g["uu"], own, p), g["uu"], pool, mask)
+            loss_uu = losses.auxiliary_loss(
+                self._own_block(g["uu"], own, p),
+                g["uu"],
+                pool,
+                mask,
+                pos_mask=neighbor_users != user.unsqueeze(1),
             )
+            parts.append(s.lambda_u * loss_uu)
         if s.lambda_i > 0:
             mask = self._aux_mask(
                 g["item_observed"], item, neighbor_items.reshape(-1), self._items_share_user
             )
-            parts.append(
-                s.lambda_i
-                * losses.auxiliary_loss(self._own_block(g["ii"], own, p), g["ii"], pool, mask)
+            loss_ii = losses.auxiliary_loss(
+                self._own_block(g["ii"], own, p),
+                g["ii"],
+                pool,
+                mask,
+                pos_mask=neighbor_items != item.unsqueeze(1),
             )
+            parts.append(s.lambda_i * loss_ii)
         return tuple(parts) if len(parts) > 1 else parts[0]
 
     def _users_share_item(self, anchors, pool_users):

@@ -115,6 +115,7 @@ def auxiliary_loss(
     neg_logits: torch.Tensor,
     pool: torch.Tensor,
     masked: torch.Tensor | None = None,
+    pos_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Eq. (5), or its debiased form eq. (26)-(27) when ``masked`` is given.
 
@@ -127,6 +128,7 @@ def auxiliary_loss(
         neg_logits: [M, N] every pool candidate with the anchor.
         pool: [M, N] bool, the anchor's in-batch negatives.
         masked: [M, N] bool, candidates that are known neighbours of the anchor (``D^{u-u}``).
+        pos_mask: [M, P] bool, positives that count (a neighbour equal to the anchor does not).
     """
     if masked is None:
         log_neg = _masked_logsumexp(neg_logits, pool)
@@ -139,6 +141,8 @@ def auxiliary_loss(
         )
     log_neg = log_neg.unsqueeze(-1).expand_as(pos_logits)
     per_pair = torch.logaddexp(pos_logits, log_neg) - pos_logits
+    if pos_mask is not None:
+        per_pair = torch.where(pos_mask, per_pair, torch.zeros_like(per_pair))
     return per_pair.sum(dim=-1).mean()
 
 
