@@ -67,7 +67,9 @@ def debiased_log_negative_score(
     bound of Chuang et al. (2020) that eq. (16) follows.
 
     Returns:
-        ``(log F~ [M], clamped [M] bool)``; rows with an empty pool give ``-inf``.
+        ``(log F~ [M], clamped [M] bool)``: ``clamped`` marks rows where the estimate fell below
+        the bound. Rows with an empty pool give ``-inf`` (no negative term); with
+        ``clamp=False``, a non-positive estimate gives ``-inf`` too.
     """
     w_neg = 1.0 - w_pos
     q = pool.sum(dim=-1).to(neg_logits.dtype)
@@ -93,9 +95,12 @@ def debiased_log_negative_score(
         diff = log_b - log_a  # < 0 exactly when A > B
         above = diff < 0
         safe = torch.where(above, diff, torch.full_like(diff, -1.0))
-        log_estimate = torch.where(above, log_a + torch.log1p(-torch.exp(safe)), log_bound)
+        # a non-positive estimate has no log: -inf, which the bound then replaces
+        log_estimate = torch.where(
+            above, log_a + torch.log1p(-torch.exp(safe)), torch.full_like(diff, NEG_INF)
+        )
     else:
-        log_estimate = torch.where(n_valid > 0, log_a, log_bound)
+        log_estimate = log_a
     if not clamp:
         return log_estimate, torch.zeros_like(log_estimate, dtype=torch.bool)
     clamped = log_estimate < log_bound
