@@ -37,9 +37,11 @@ def run_recbole(
     saved=True,
     queue=None,
     resume=None,
+    callback_fn=None,
 ):
     r"""Train and test one model on one dataset; returns RecBole's result dict plus
-    ``checkpoint`` and ``config``."""
+    ``checkpoint`` and ``config``. ``callback_fn(epoch_idx, valid_score)`` runs after each
+    validation, as in ``Trainer.fit``."""
     check_model_name(model)
     config = Config(
         model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict
@@ -65,7 +67,11 @@ def run_recbole(
     if resume:
         trainer.resume_checkpoint(resume)
     best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+        train_data,
+        valid_data,
+        saved=saved,
+        show_progress=config["show_progress"],
+        callback_fn=callback_fn,
     )
     test_result = trainer.evaluate(
         test_data, load_best_model=saved, show_progress=config["show_progress"]
