@@ -1,0 +1,394 @@
+"""Side-by-side benchmark: HDCCF and RecBole baselines on one protocol, seeds, significance, cost.
+
+    python -m recbole_hdccf.benchmark --dataset=ml-1m --data_path=../shared/datasets \\
+        --models=HDCCF,BPR,NeuMF,ENMF,LightGCN,SimpleX --protocol=paper --seeds=3 \\
+        --out=results/ml-1m
+
+Every model runs with its documented settings (``properties/HDCCF.yaml`` for HDCCF,
+``properties/model/<Model>.yaml`` for a baseline where the plugin has one), the same split, the
+same evaluation candidates (fixed per seed, see ``recbole_hdccf/candidates.py``) and the same
+seeds. A model may carry settings of its own: ``HDCCF[ablation=wo_u]``, ``BPR[embedding_size=128]``.
+
+Each (model, seed) runs in its own process, in ``OUT/runs/<run>/``; its result is
+``OUT/runs/<run>.json``. A failed run is reported and the others go on; a benchmark started again
+skips the runs that finished. ``OUT/table.md``, ``OUT/runs.csv`` and ``OUT/runs.json`` are
+rewritten after every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+METRICS = ("hit@10", "ndcg@10", "ndcg@50")
+METRIC_LABELS = {"hit@10": "HR@10", "ndcg@10": "NDCG@10", "ndcg@50": "NDCG@50"}
+PROPOSED = "HDCCF"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One model (with its own settings) under one seed."""
+
+    label: str  # e.g. "HDCCF", "HDCCF[ablation=wo_u]"
+    model: str
+    overrides: dict = field(default_factory=dict)
+    seed: int = 2020
+
+    @property
+    def key(self) -> str:
+        safe = re.sub(r"[^A-Za-z0-9_.=-]+", "_", self.label)
+        return f"{safe}-seed{self.seed}"
+
+
+def parse_value(text: str):
+    """``"0.1"`` -> 0.1, ``"[1,2]"`` -> [1, 2], ``"True"`` -> True, else the string (as RecBole)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def parse_models(text: str) -> list[tuple[str, str, dict]]:
+    """``"HDCCF,BPR[embedding_size=128,learning_rate=0.01]"`` -> [(label, model, overrides)]."""
+    out = []
+    for match in re.finditer(r"([A-Za-z0-9_]+)(\[[^\]]*\])?", text):
+        model, bracket = match.group(1), match.group(2)
+        overrides = {}
+        if bracket:
+            for pair in filter(None, bracket[1:-1].split(";" if ";" in bracket else ",")):
+                if "=" not in pair:
+                    raise ValueError(f"model setting {pair!r} in {match.group(0)!r}: use key=value")
+                key, value = pair.split("=", 1)
+                overrides[key.strip()] = parse_value(value.strip())
+        out.append((match.group(0), model, overrides))
+    if not out:
+        raise ValueError(f"--models={text!r}: give a comma-separated list, e.g. HDCCF,BPR")
+    return out
+
+
+# ------------------------------------------------------------------------------------ running
+def run_one(spec: RunSpec, base: dict, workdir: Path) -> dict:
+    """Train and test one run in this process (called in a child). Returns the result record."""
+    import resource
+
+    import recbole_hdccf  # noqa: F401
+    from recbole_hdccf.quick_start import run_recbole
+
+    os.chdir(workdir)
+    sys.argv = sys.argv[:1]  # RecBole's Config parses sys.argv
+    marks: list[tuple[float, float]] = []
+    start = time.time()
+
+    def on_epoch(epoch_idx, valid_score):
+        marks.append((time.time(), float(valid_score)))
+
+    config_dict = {
+        **base["config"],
+        **spec.overrides,
+        "seed": spec.seed,
+        "checkpoint_dir": str(workdir / "saved"),
+        "show_progress": False,
+    }
+    result = run_recbole(
+        model=spec.model,
+        dataset=base["dataset"],
+        config_file_list=base["config_files"].get(spec.model) or None,
+        config_dict=config_dict,
+        callback_fn=on_epoch,
+    )
+    total = time.time() - start
+    epoch_times = np.diff([start] + [t for t, _ in marks]) if marks else np.array([])
+    scores = [s for _, s in marks]
+    config = result["config"]
+    best_epoch = int(np.argmax(scores)) + 1 if scores else None
+    return {
+        "label": spec.label,
+        "model": spec.model,
+        "seed": spec.seed,
+        "status": "ok",
+        "test": {k: float(v) for k, v in (result["test_result"] or {}).items()},
+        "valid": {k: float(v) for k, v in (result["best_valid_result"] or {}).items()},
+        "seconds_per_epoch": float(np.median(epoch_times)) if len(epoch_times) else None,
+        "epochs_run": len(scores),
+        "epochs_to_best": best_epoch,
+        "total_seconds": total,
+        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "config": {k: _jsonable(v) for k, v in config.final_config_dict.items()},
+    }
+
+
+def _jsonable(value):
+    try:
+        json.dumps(value)
+        return value
+    except TypeError:
+        return str(value)
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run_in_child(spec: RunSpec, base: dict, out: Path, timeout: float | None) -> dict:
+    """Run ``spec`` in a fresh process; a crash or a timeout becomes a ``failed`` record."""
+    workdir = out / "runs" / spec.key
+    workdir.mkdir(parents=True, exist_ok=True)
+    request = workdir / "request.json"
+    _write_json(request, {"spec": spec.__dict__, "base": base})
+    result_file = workdir / "result.json"
+    result_file.unlink(missing_ok=True)
+    log = workdir / "stdout.log"
+    with open(log, "w", encoding="utf-8") as handle:
+        try:
+            code = subprocess.run(
+                [sys.executable, "-m", "recbole_hdccf.benchmark", "_child", str(request)],
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+                cwd=workdir,
+            ).returncode
+        except subprocess.TimeoutExpired:
+            code = "timeout"
+    if code == 0 and result_file.exists():
+        return json.loads(result_file.read_text(encoding="utf-8"))
+    tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:] or [""]
+    return {
+        "label": spec.label,
+        "model": spec.model,
+        "seed": spec.seed,
+        "status": "failed",
+        "error": f"exit {code}: {tail[0][:300]}",
+        "log": str(log),
+    }
+
+
+def _child(request_path: str) -> int:
+    request = json.loads(Path(request_path).read_text(encoding="utf-8"))
+    spec = RunSpec(**request["spec"])
+    workdir = Path(request_path).parent
+    record = run_one(spec, request["base"], workdir)
+    _write_json(workdir / "result.json", record)
+    return 0
+
+
+# ------------------------------------------------------------------------------------ tables
+def summarize(records: list[dict], labels: list[str]) -> dict:
+    """Per label and metric: values over seeds (ordered by seed), mean, std."""
+    table = {}
+    for label in labels:
+        runs = sorted(
+            (r for r in records if r["label"] == label and r["status"] == "ok"),
+            key=lambda r: r["seed"],
+        )
+        failed = [r for r in records if r["label"] == label and r["status"] != "ok"]
+        table[label] = {
+            "failed": failed,
+            "seeds": [r["seed"] for r in runs],
+            "metrics": {m: [r["test"].get(m, math.nan) for r in runs] for m in METRICS if runs},
+        }
+    return table
+
+
+def paired_p_value(a: list[float], b: list[float]) -> float | None:
+    """Two-sided paired t-test over seeds; None with fewer than two pairs or no variance."""
+    from scipy import stats
+
+    if len(a) < 2 or len(a) != len(b):
+        return None
+    diff = np.asarray(a) - np.asarray(b)
+    if np.allclose(diff, diff[0]):
+        return 0.0 if diff[0] != 0 else 1.0
+    return float(stats.ttest_rel(a, b).pvalue)
+
+
+def markdown_table(records: list[dict], labels: list[str], proposed: str = PROPOSED) -> str:
+    """The paper's Table 1 layout: metrics as rows, models as columns, mean ± std over seeds,
+    best in bold, best baseline underlined, the proposed model's improvement and p-value."""
+    summary = summarize(records, labels)
+    baselines = [lb for lb in labels if lb != proposed and not lb.startswith(proposed + "[")]
+    header = ["Metric", *labels, "Imp.", "p (paired t, seeds)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for metric in METRICS:
+        means = {}
+        for label in labels:
+            values = summary[label]["metrics"].get(metric, [])
+            if values:
+                means[label] = float(np.mean(values))
+        best = max(means, key=means.get) if means else None
+        base_means = {lb: means[lb] for lb in baselines if lb in means}
+        best_base = max(base_means, key=base_means.get) if base_means else None
+        cells = [METRIC_LABELS[metric]]
+        for label in labels:
+            values = summary[label]["metrics"].get(metric, [])
+            if not values:
+                cells.append("failed" if summary[label]["failed"] else "–")
+                continue
+            std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            text = f"{np.mean(values):.4f} ± {std:.4f}"
+            if label == best:
+                text = f"**{text}**"
+            if label == best_base:
+                text = f"<u>{text}</u>"
+            cells.append(text)
+        if proposed in means and best_base is not None:
+            improvement = (means[proposed] - means[best_base]) / means[best_base] * 100
+            cells.append(f"{improvement:+.2f}%")
+            p = paired_p_value(
+                *_paired(summary[proposed], summary[best_base], metric),
+            )
+            cells.append("n/a" if p is None else f"{p:.3g}")
+        else:
+            cells += ["–", "–"]
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = []
+    for label in labels:
+        for run in summary[label]["failed"]:
+            notes.append(f"- {label} seed {run['seed']} failed: {run.get('error', '')}")
+    seeds = sorted({r["seed"] for r in records})
+    notes.append(
+        f"- mean ± std over seeds {seeds}; Imp. = {proposed} over the best baseline (underlined); "
+        "p: two-sided paired t-test over seeds against that baseline."
+    )
+    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+
+
+def _paired(a: dict, b: dict, metric: str):
+    common = sorted(set(a["seeds"]) & set(b["seeds"]))
+    pick = lambda s: [s["metrics"][metric][s["seeds"].index(x)] for x in common]  # noqa: E731
+    return pick(a), pick(b)
+
+
+def write_outputs(out: Path, records: list[dict], labels: list[str]) -> None:
+    _write_json(out / "runs.json", records)
+    columns = [
+        "label",
+        "model",
+        "seed",
+        "status",
+        *[f"test_{m}" for m in METRICS],
+        "seconds_per_epoch",
+        "epochs_run",
+        "epochs_to_best",
+        "total_seconds",
+        "peak_memory_mb",
+        "error",
+    ]
+    tmp = out / "runs.csv.tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, columns)
+        writer.writeheader()
+        for r in records:
+            row = {c: r.get(c) for c in columns}
+            row.update({f"test_{m}": r.get("test", {}).get(m) for m in METRICS})
+            writer.writerow(row)
+    os.replace(tmp, out / "runs.csv")
+    text = markdown_table(records, labels)
+    (out / "table.md").write_text(text, encoding="utf-8")
+
+
+# ------------------------------------------------------------------------------------ driver
+def build_base(args) -> dict:
+    from recbole_hdccf.paths import properties_dir, protocol_file
+
+    config = {k: parse_value(v) for k, v in (pair.split("=", 1) for pair in args.set or [])}
+    if args.data_path:
+        config["data_path"] = os.path.abspath(args.data_path)
+    common = [str(protocol_file(args.protocol))] if args.protocol else []
+    common += [os.path.abspath(p) for p in (args.config_files or "").split()]
+    files = {}
+    for _, model, _ in parse_models(args.models):
+        model_yaml = properties_dir() / "model" / f"{model}.yaml"
+        files[model] = common + ([str(model_yaml)] if model_yaml.is_file() else [])
+    return {"dataset": args.dataset, "config": config, "config_files": files}
+
+
+def plan(args) -> list[RunSpec]:
+    seeds = (
+        [int(s) for s in args.seed_list.split(",")]
+        if args.seed_list
+        else [2020 + k for k in range(args.seeds)]
+    )
+    return [
+        RunSpec(label, model, overrides, seed)
+        for seed in seeds
+        for label, model, overrides in parse_models(args.models)
+    ]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m recbole_hdccf.benchmark", description=__doc__)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--data_path", default=None)
+    parser.add_argument("--models", default="HDCCF,BPR,NeuMF,ENMF,LightGCN,SimpleX")
+    parser.add_argument("--protocol", default="paper", help="preset in properties/protocol")
+    parser.add_argument("--config_files", default=None, help="yaml files for every model")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 2020, 2021, ...")
+    parser.add_argument("--seed_list", default=None, help="explicit seeds, e.g. 1,2,3")
+    parser.add_argument("--set", action="append", help="key=value for every model (repeatable)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds per run")
+    parser.add_argument("--retry_failed", action="store_true", help="rerun failed runs")
+    args = parser.parse_args(argv)
+    if args.protocol in ("", "none"):
+        args.protocol = None
+
+    try:
+        from recbole_hdccf.registry import check_model_name
+
+        specs = plan(args)
+        for spec in specs:
+            check_model_name(spec.model)
+        base = build_base(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    labels = list(dict.fromkeys(s.label for s in specs))
+    records: dict[str, dict] = {}
+    for index, spec in enumerate(specs, 1):
+        done = out / "runs" / f"{spec.key}.json"
+        prefix = f"[{index}/{len(specs)}] {spec.label} seed={spec.seed}"
+        if done.exists():
+            record = json.loads(done.read_text(encoding="utf-8"))
+            if record["status"] == "ok" or not args.retry_failed:
+                records[spec.key] = record
+                print(f"{prefix}: skipped, finished earlier ({record['status']})", flush=True)
+                continue
+        print(f"{prefix}: running ...", flush=True)
+        record = run_in_child(spec, base, out, args.timeout)
+        _write_json(done, record)
+        records[spec.key] = record
+        if record["status"] == "ok":
+            ndcg = record["test"].get("ndcg@10", math.nan)
+            print(
+                f"{prefix}: done in {record['total_seconds']:.1f}s, NDCG@10 {ndcg:.4f}", flush=True
+            )
+        else:
+            print(f"{prefix}: FAILED ({record['error']})", flush=True)
+        write_outputs(out, list(records.values()), labels)
+    write_outputs(out, list(records.values()), labels)
+    print((out / "table.md").read_text(encoding="utf-8"))
+    print(f"written: {out / 'table.md'}, {out / 'runs.csv'}, {out / 'runs.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "_child":
+        sys.exit(_child(sys.argv[2]))
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""The benchmark tool end to end on a tiny synthetic dataset: two models, two seeds, a failing
+model, the table's cells and significance column, and resume after an interruption."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import config_yaml, small_config
+
+from recbole_hdccf import benchmark
+
+
+def _args(tiny_data_path, tmp_path, out, models="HDCCF,BPR,HDCCF[tau=-1]"):
+    config = small_config(tiny_data_path, tmp_path / "unused", epochs=2, topk=[10, 50])
+    config.pop("checkpoint_dir")
+    config_file = tmp_path / "bench.yaml"
+    config_file.write_text(config_yaml(config), encoding="utf-8")
+    return [
+        "--dataset=tiny",
+        f"--models={models}",
+        "--protocol=none",
+        f"--config_files={config_file}",
+        "--seed_list=1,2",
+        f"--out={out}",
+    ]
+
+
+def test_benchmark_end_to_end_table_failures_and_resume(tiny_data_path, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert benchmark.main(_args(tiny_data_path, tmp_path, out)) == 0
+    printed = capsys.readouterr().out
+    assert "[1/6] HDCCF seed=1: running" in printed
+    assert "HDCCF[tau=-1] seed=1: FAILED" in printed
+
+    records = json.loads((out / "runs.json").read_text())
+    ok = [r for r in records if r["status"] == "ok"]
+    assert {(r["label"], r["seed"]) for r in ok} == {
+        ("HDCCF", 1),
+        ("HDCCF", 2),
+        ("BPR", 1),
+        ("BPR", 2),
+    }
+    for r in ok:
+        assert set(benchmark.METRICS) <= set(r["test"])
+        assert r["epochs_run"] == 2 and r["total_seconds"] > 0 and r["peak_memory_mb"] > 0
+        assert r["config"]["model"] == r["model"] and r["config"]["seed"] == r["seed"]
+    failed = [r for r in records if r["status"] == "failed"]
+    assert len(failed) == 2 and all("tau" in r["error"] for r in failed)
+
+    table = (out / "table.md").read_text()
+    rows = {
+        line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")
+    }
+    cells = [c.strip() for c in rows["NDCG@10"].split("|")[2:-1]]
+    hd = [
+        r["test"]["ndcg@10"] for r in sorted(ok, key=lambda r: r["seed"]) if r["label"] == "HDCCF"
+    ]
+    bp = [r["test"]["ndcg@10"] for r in sorted(ok, key=lambda r: r["seed"]) if r["label"] == "BPR"]
+    mean = lambda v: sum(v) / len(v)  # noqa: E731
+    assert f"{mean(hd):.4f}" in cells[0] and f"{mean(bp):.4f}" in cells[1]
+    assert cells[2] == "failed"
+    assert "<u>" in cells[1]  # BPR is the only (hence best) baseline
+    assert ("**" in cells[0]) == (mean(hd) >= mean(bp))
+    assert cells[3] == f"{(mean(hd) - mean(bp)) / mean(bp) * 100:+.2f}%"
+    p = benchmark.paired_p_value(hd, bp)
+    assert cells[4] == ("n/a" if p is None else f"{p:.3g}")
+    assert "HDCCF[tau=-1] seed 1 failed" in table
+    csv_lines = (out / "runs.csv").read_text().splitlines()
+    assert len(csv_lines) == 1 + 6
+
+    # Started again: every finished run is skipped, nothing is retrained.
+    assert benchmark.main(_args(tiny_data_path, tmp_path, out)) == 0
+    again = capsys.readouterr().out
+    assert again.count("skipped, finished earlier") == 6 and "running" not in again
+
+
+def test_paired_p_value():
+    assert benchmark.paired_p_value([0.5], [0.4]) is None
+    p = benchmark.paired_p_value([0.50, 0.52, 0.51], [0.40, 0.43, 0.41])
+    assert 0 < p < 0.01
+    assert benchmark.paired_p_value([0.5, 0.6, 0.4], [0.6, 0.4, 0.5]) > 0.5
+
+
+def test_parse_models_with_settings():
+    parsed = benchmark.parse_models("HDCCF[ablation=wo_u],BPR,HDCCF[tau=0.2;neighbor_num=3]")
+    assert parsed == [
+        ("HDCCF[ablation=wo_u]", "HDCCF", {"ablation": "wo_u"}),
+        ("BPR", "BPR", {}),
+        ("HDCCF[tau=0.2;neighbor_num=3]", "HDCCF", {"tau": 0.2, "neighbor_num": 3}),
+    ]
+    with pytest.raises(ValueError, match="key=value"):
+        benchmark.parse_models("HDCCF[tau]")
+
+
+def test_interrupted_benchmark_resumes(tiny_data_path, tmp_path, subprocess_env):
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "recbole_hdccf.benchmark"]
+    args = _args(tiny_data_path, tmp_path, out, models="BPR,HDCCF")
+    process = subprocess.Popen(
+        command + args, env=subprocess_env, stdout=subprocess.DEVNULL, start_new_session=True
+    )
+    first = out / "runs" / "BPR-seed1.json"
+    deadline = time.time() + 240
+    while not first.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    assert first.exists(), "the first run never finished"
+    os.killpg(process.pid, signal.SIGKILL)  # the parent and the run in progress
+    process.wait()
+    done_before = {p.name for p in (out / "runs").glob("*.json")}
+    assert len(done_before) < 4
+
+    result = subprocess.run(
+        command + args, env=subprocess_env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    skipped = result.stdout.count("skipped, finished earlier")
+    assert skipped == len(done_before)
+    records = json.loads((out / "runs.json").read_text())
+    assert sorted((r["label"], r["seed"]) for r in records if r["status"] == "ok") == [
+        ("BPR", 1),
+        ("BPR", 2),
+        ("HDCCF", 1),
+        ("HDCCF", 2),
+    ]
