@@ -34,6 +34,23 @@ import numpy as np
 METRICS = ("hit@10", "ndcg@10", "ndcg@50")
 METRIC_LABELS = {"hit@10": "HR@10", "ndcg@10": "NDCG@10", "ndcg@50": "NDCG@50"}
 PROPOSED = "HDCCF"
+ABLATION_MODELS = ",".join(
+    ["HDCCF"] + [f"HDCCF[ablation={a}]" for a in ("wo_u", "wo_i", "wo_ui", "bpr_plus", "biased")]
+)
+SENSITIVITY_GRID = {
+    "w_i_pos": [0.0, 0.05, 0.1, 0.15, 0.2],
+    "w_u_pos": [0.0, 0.05, 0.1, 0.15, 0.2],
+    "neighbor_num": [1, 2, 3, 4, 5, 6],
+}
+SENSITIVITY_MODELS = ",".join(
+    f"HDCCF[{key}={value}]" for key, values in SENSITIVITY_GRID.items() for value in values
+)
+# --models=@ablation etc.: the runs behind the paper's Fig. 2, 3 and 4
+PRESETS = {
+    "@ablation": ABLATION_MODELS,
+    "@sensitivity": SENSITIVITY_MODELS,
+    "@modulation": "HDCCF,HDCCF[ablation=unmodulated]",
+}
 
 
 @dataclass(frozen=True)
@@ -63,6 +80,7 @@ def parse_value(text: str):
 
 def parse_models(text: str) -> list[tuple[str, str, dict]]:
     """``"HDCCF,BPR[embedding_size=128,learning_rate=0.01]"`` -> [(label, model, overrides)]."""
+    text = ",".join(PRESETS.get(part, part) for part in text.split(",") if part)
     out = []
     for match in re.finditer(r"([A-Za-z0-9_]+)(\[[^\]]*\])?", text):
         model, bracket = match.group(1), match.group(2)

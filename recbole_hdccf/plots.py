@@ -1,0 +1,235 @@
+"""The paper's figures from benchmark results: ablation (Fig. 2), sensitivity (Fig. 4) and score
+distributions with and without modulation (Fig. 3). Each PNG is written with the CSV behind it.
+
+    python -m recbole_hdccf.benchmark ... --models=@ablation --out=results/ml-1m-ablation
+    python -m recbole_hdccf.plots ablation --results=results/ml-1m-ablation
+
+    python -m recbole_hdccf.benchmark ... --models=@sensitivity --out=results/ml-1m-sensitivity
+    python -m recbole_hdccf.plots sensitivity --results=results/ml-1m-sensitivity
+
+    python -m recbole_hdccf.benchmark ... --models=HDCCF,HDCCF[ablation=unmodulated] --out=R
+    python -m recbole_hdccf.plots scores --results=R
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from recbole_hdccf.benchmark import SENSITIVITY_GRID, RunSpec
+
+ABLATION_NAMES = {
+    "HDCCF": "HDCCF",
+    "wo_u": "w/o-U",
+    "wo_i": "w/o-I",
+    "wo_ui": "w/o-U&I",
+    "bpr_plus": "BPR+",
+    "biased": "biased",
+    "unmodulated": "unmodulated",
+}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _records(results: Path) -> list[dict]:
+    return [r for r in json.loads((results / "runs.json").read_text()) if r["status"] == "ok"]
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _by_label(records, metric):
+    grouped: dict[str, list[float]] = {}
+    for r in records:
+        grouped.setdefault(r["label"], []).append(r["test"][metric])
+    return grouped
+
+
+def ablation_plot(results: Path, metrics=("hit@10", "ndcg@10")) -> Path:
+    """Fig. 2: bars of each variant's mean test metric, error bars = std over seeds."""
+    records = _records(results)
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6))
+    rows = []
+    for ax, metric in zip(np.atleast_1d(axes), metrics, strict=True):
+        grouped = _by_label(records, metric)
+        names, means, stds = [], [], []
+        for label, values in grouped.items():
+            variant = records_variant(label)
+            names.append(ABLATION_NAMES.get(variant, variant))
+            means.append(float(np.mean(values)))
+            stds.append(float(np.std(values, ddof=1)) if len(values) > 1 else 0.0)
+            rows.append([label, metric, means[-1], stds[-1], len(values)])
+        ax.bar(names, means, yerr=stds, color="#4c72b0", capsize=3)
+        low = min(means) - 3 * max(max(stds), 0.005)
+        ax.set_ylim(max(0.0, low), max(means) + 3 * max(max(stds), 0.005))
+        ax.set_title(metric.upper().replace("HIT", "HR"))
+        ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    png = results / "ablation.png"
+    fig.savefig(png, dpi=120)
+    _write_csv(results / "ablation.csv", ["label", "metric", "mean", "std", "seeds"], rows)
+    return png
+
+
+def records_variant(label: str) -> str:
+    return label.split("ablation=")[1].rstrip("]") if "ablation=" in label else label
+
+
+def sensitivity_plot(results: Path, metrics=("hit@10", "ndcg@10")) -> Path:
+    """Fig. 4: each metric against w_i+, w_u+ and P, the other settings unchanged."""
+    records = _records(results)
+    plt = _plt()
+    params = [p for p in SENSITIVITY_GRID if any(f"[{p}=" in r["label"] for r in records)]
+    fig, axes = plt.subplots(len(metrics), len(params), figsize=(4 * len(params), 3 * len(metrics)))
+    axes = np.atleast_2d(axes).reshape(len(metrics), len(params))
+    rows = []
+    for col, param in enumerate(params):
+        for row, metric in enumerate(metrics):
+            points = {}
+            for r in records:
+                if f"[{param}=" in r["label"]:
+                    points.setdefault(r["config"][param], []).append(r["test"][metric])
+            xs = sorted(points)
+            ys = [float(np.mean(points[x])) for x in xs]
+            errs = [float(np.std(points[x], ddof=1)) if len(points[x]) > 1 else 0 for x in xs]
+            ax = axes[row, col]
+            ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3)
+            best = xs[int(np.argmax(ys))]
+            ax.axvline(best, linestyle=":", color="gray")
+            ax.set_xlabel(param)
+            ax.set_ylabel(metric.upper().replace("HIT", "HR"))
+            rows += [[param, x, metric, y, e] for x, y, e in zip(xs, ys, errs, strict=True)]
+    fig.tight_layout()
+    png = results / "sensitivity.png"
+    fig.savefig(png, dpi=120)
+    _write_csv(results / "sensitivity.csv", ["param", "value", "metric", "mean", "std"], rows)
+    return png
+
+
+def pair_score_samples(checkpoint: str, max_users: int = 2000, negatives_per_user: int = 99):
+    """Scores of test positives and of negatives from a saved run: the evaluation candidates
+    under sampled evaluation, ``negatives_per_user`` unobserved items under full ranking."""
+    import torch
+    from recbole.data.dataloader import FullSortEvalDataLoader
+    from recbole.quick_start import load_data_and_model
+
+    import recbole_hdccf  # noqa: F401
+
+    sys.argv = sys.argv[:1]
+    _, model, _, _, _, test_data = load_data_and_model(checkpoint)
+    model.eval()
+    rng = np.random.default_rng(0)
+    positives, negatives, users_seen = [], [], 0
+    with torch.no_grad():
+        for interaction, extra, positive_u, positive_i in test_data:
+            interaction = interaction.to(model.device)
+            if isinstance(test_data, FullSortEvalDataLoader):
+                scores = model.full_sort_predict(interaction).view(len(interaction), -1).cpu()
+                known = torch.zeros_like(scores, dtype=torch.bool)
+                known[:, 0] = True  # the padding id
+                if extra is not None:
+                    known[extra[0], extra[1]] = True  # training history
+                known[positive_u, positive_i] = True
+                positives.append(scores[positive_u, positive_i].numpy())
+                for row in range(len(scores)):
+                    pool = scores[row][~known[row]].numpy()
+                    negatives.append(rng.choice(pool, size=min(negatives_per_user, len(pool))))
+                users_seen += len(scores)
+            else:
+                scores = model.predict(interaction).cpu().numpy()
+                items = interaction[model.ITEM_ID].cpu().numpy()
+                true = set(zip(positive_u.tolist(), positive_i.tolist(), strict=True))
+                rows = zip(extra.tolist(), items.tolist(), strict=True)
+                is_pos = np.array([(k, i) in true for k, i in rows])
+                positives.append(scores[is_pos])
+                negatives.append(scores[~is_pos])
+                users_seen += int(positive_u.max()) + 1
+            if users_seen >= max_users:
+                break
+    return np.concatenate(positives), np.concatenate(negatives)
+
+
+def scores_plot(results: Path) -> Path:
+    """Fig. 3: positive and negative score distributions of HDCCF and its unmodulated variant,
+    scores normalised to 0-100 per model, the overlap of the two ranges shaded."""
+    plt = _plt()
+    found = {}
+    records = _records(results)
+    for label in ("HDCCF", "HDCCF[ablation=unmodulated]"):
+        seeds = sorted(r["seed"] for r in records if r["label"] == label)
+        if seeds:
+            run_dir = results / "runs" / RunSpec(label, "HDCCF", {}, seeds[0]).key
+            checkpoints = sorted((run_dir / "saved").glob("*.pth"))
+            if checkpoints:
+                found[label] = str(checkpoints[0].resolve())
+    if len(found) < 2:
+        raise FileNotFoundError(
+            f"scores plot needs checkpoints of HDCCF and HDCCF[ablation=unmodulated] in {results}"
+        )
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    rows = []
+    for ax, (label, checkpoint) in zip(axes, found.items(), strict=True):
+        pos, neg = pair_score_samples(checkpoint)
+        low, high = min(pos.min(), neg.min()), max(pos.max(), neg.max())
+        pos_n, neg_n = (pos - low) / (high - low) * 100, (neg - low) / (high - low) * 100
+        bins = np.linspace(0, 100, 41)
+        ax.hist(neg_n, bins=bins, density=True, alpha=0.6, label="negative")
+        ax.hist(pos_n, bins=bins, density=True, alpha=0.6, label="positive")
+        ax.axvspan(pos_n.min(), neg_n.max(), color="red", alpha=0.1)
+        ax.set_title("modulated" if label == "HDCCF" else "unmodulated")
+        ax.set_xlabel("relevance score (normalised)")
+        ax.legend()
+        rows += [[label, "positive", float(v)] for v in pos_n]
+        rows += [[label, "negative", float(v)] for v in neg_n]
+    fig.tight_layout()
+    png = results / "scores.png"
+    fig.savefig(png, dpi=120)
+    _write_csv(results / "scores.csv", ["model", "kind", "normalised_score"], rows)
+    return png
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m recbole_hdccf.plots", description=__doc__)
+    parser.add_argument("figure", choices=["ablation", "sensitivity", "scores"])
+    parser.add_argument("--results", required=True, help="a benchmark --out folder")
+    args = parser.parse_args(argv)
+    results = Path(args.results)
+    if not (results / "runs.json").is_file():
+        print(f"error: {results / 'runs.json'} not found: run the benchmark first", file=sys.stderr)
+        return 2
+    cwd = os.getcwd()
+    os.chdir(results)  # RecBole's loader writes ./log
+    results = Path(".")
+    try:
+        png = {"ablation": ablation_plot, "sensitivity": sensitivity_plot, "scores": scores_plot}[
+            args.figure
+        ](results)
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        os.chdir(cwd)
+    print(f"written: {png} and {png.with_suffix('.csv')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

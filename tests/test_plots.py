@@ -1,0 +1,67 @@
+"""The figure commands: each writes a PNG and the CSV behind it, from benchmark results."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from conftest import config_yaml, small_config
+
+from recbole_hdccf import benchmark, plots
+
+
+def _record(label, seed, metric_value, config=None):
+    return {
+        "label": label,
+        "model": "HDCCF",
+        "seed": seed,
+        "status": "ok",
+        "test": {"hit@10": metric_value + 0.2, "ndcg@10": metric_value, "ndcg@50": metric_value},
+        "config": config or {},
+    }
+
+
+def test_ablation_and_sensitivity_plots_write_png_and_data(tmp_path):
+    records = []
+    for index, label in enumerate(benchmark.ABLATION_MODELS.split(",")):
+        records += [_record(label, s, 0.5 - 0.02 * index + 0.001 * s) for s in (1, 2)]
+    for key, values in benchmark.SENSITIVITY_GRID.items():
+        for value in values:
+            label = f"HDCCF[{key}={value}]"
+            records += [_record(label, s, 0.4 + 0.01 * value, {key: value}) for s in (1, 2)]
+    (tmp_path / "runs.json").write_text(json.dumps(records))
+    assert plots.main(["ablation", f"--results={tmp_path}"]) == 0
+    assert plots.main(["sensitivity", f"--results={tmp_path}"]) == 0
+    assert (tmp_path / "ablation.png").stat().st_size > 1000
+    rows = list(csv.DictReader(open(tmp_path / "ablation.csv")))
+    hdccf = [r for r in rows if r["label"] == "HDCCF" and r["metric"] == "ndcg@10"][0]
+    assert float(hdccf["mean"]) == (0.501 + 0.502) / 2 and hdccf["seeds"] == "2"
+    assert (tmp_path / "sensitivity.png").stat().st_size > 1000
+    rows = list(csv.DictReader(open(tmp_path / "sensitivity.csv")))
+    p_rows = [r for r in rows if r["param"] == "neighbor_num" and r["metric"] == "ndcg@10"]
+    assert [int(r["value"]) for r in p_rows] == [1, 2, 3, 4, 5, 6]
+
+
+def test_scores_plot_from_real_checkpoints(tiny_data_path, tmp_path):
+    config = small_config(tiny_data_path, tmp_path / "unused", epochs=2, topk=[10, 50])
+    config.pop("checkpoint_dir")
+    (tmp_path / "b.yaml").write_text(config_yaml(config))
+    out = tmp_path / "out"
+    args = ["--dataset=tiny", "--models=@modulation", "--protocol=none", "--seed_list=1"]
+    assert benchmark.main(args + [f"--config_files={tmp_path / 'b.yaml'}", f"--out={out}"]) == 0
+    assert plots.main(["scores", f"--results={out}"]) == 0
+    assert (out / "scores.png").stat().st_size > 1000
+    rows = list(csv.DictReader(open(out / "scores.csv")))
+    kinds = {(r["model"], r["kind"]) for r in rows}
+    assert kinds == {
+        ("HDCCF", "positive"),
+        ("HDCCF", "negative"),
+        ("HDCCF[ablation=unmodulated]", "positive"),
+        ("HDCCF[ablation=unmodulated]", "negative"),
+    }
+    assert all(0 <= float(r["normalised_score"]) <= 100 for r in rows)
+
+
+def test_missing_results_is_a_clear_error(tmp_path, capsys):
+    assert plots.main(["ablation", f"--results={tmp_path / 'nothing'}"]) == 2
+    assert "run the benchmark first" in capsys.readouterr().err
