@@ -5,11 +5,13 @@ registers the plugin's models, so ``HDCCF`` resolves in ``run_recbole``, ``objec
 ``load_data_and_model`` and ``get_trainer`` like any RecBole model.
 """
 
+from recbole_hdccf import candidates as _candidates
 from recbole_hdccf import compat as _compat
 from recbole_hdccf import registry as _registry
 
 _compat.apply()
 _registry.register_all()
+_candidates.install()
 
 from recbole_hdccf.hdccf import HDCCF  # noqa: E402
 from recbole_hdccf.registry import PLUGIN_MODELS, check_model_name  # noqa: E402
