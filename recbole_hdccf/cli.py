@@ -44,7 +44,11 @@ def run_main(argv=None) -> int:
     parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="dataset name")
     _common(parser)
     parser.add_argument(
-        "--resume", type=str, default=None, help="checkpoint to resume training from"
+        "--resume",
+        type=str,
+        default=None,
+        help="checkpoint to resume training from: the <best>-last.pth file HDCCF writes after "
+        "every epoch continues exactly (see docs/robustness.md), a best file as RecBole does",
     )
     parser.add_argument("--nproc", type=int, default=1, help="processes on this node")
     parser.add_argument("--ip", type=str, default="localhost", help="address of the rank-0 node")
@@ -57,6 +61,8 @@ def run_main(argv=None) -> int:
     try:
         check_model_name(args.model)
         config_files = _config_files(args)
+        if args.resume and not os.path.isfile(args.resume):
+            raise FileNotFoundError(f"checkpoint {args.resume!r} (from --resume) does not exist")
     except (UnknownModelError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -85,6 +91,8 @@ def run_main(argv=None) -> int:
         print(f"test result: {dict(result['test_result'] or {})}")
         if result.get("checkpoint"):
             print(f"checkpoint: {result['checkpoint']}")
+        if result.get("last_checkpoint"):
+            print(f"last checkpoint: {result['last_checkpoint']}")
     return 0
 
 

@@ -25,6 +25,8 @@ or garbled (each documented in README.md, "Implementation choices"):
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.model.init import xavier_normal_initialization
@@ -32,9 +34,28 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_hdccf import losses
-from recbole_hdccf.sampler import NEIGHBOR_ITEMS, NEIGHBOR_USERS, TrainGraph
+from recbole_hdccf.sampler import NEIGHBOR_ITEMS, NEIGHBOR_USERS, SHARD_WEIGHT, TrainGraph
 from recbole_hdccf.settings import HDCCFSettings
 from recbole_hdccf.similarity import ModulationNet, grid_scores, normalize, pair_scores
+
+
+class NegativePool(NamedTuple):
+    """The in-batch candidates: ``items``, ``users`` [N] (the sampled neighbours), ``owner`` [N]
+    (the batch row each was sampled for) and ``rows`` [M] (the batch rows of the anchors)."""
+
+    items: torch.Tensor
+    users: torch.Tensor
+    owner: torch.Tensor
+    rows: torch.Tensor
+
+
+def own_pool(neighbor_items: torch.Tensor, neighbor_users: torch.Tensor) -> NegativePool:
+    """The pool of a batch's own rows: their ``M P`` neighbours."""
+    m, p = neighbor_items.shape
+    rows = torch.arange(m, device=neighbor_items.device)
+    return NegativePool(
+        neighbor_items.reshape(-1), neighbor_users.reshape(-1), rows.repeat_interleave(p), rows
+    )
 
 
 class HDCCF(GeneralRecommender):
@@ -97,29 +118,30 @@ class HDCCF(GeneralRecommender):
         return grid_scores(p_u, q_i, e_u, e_i, self.modulation, chunk=chunk)
 
     # ------------------------------------------------------------------ training
-    def batch_logits(self, user, item, neighbor_items, neighbor_users):
+    def batch_logits(self, user, item, neighbor_items, neighbor_users, pool=None):
         r"""Everything the losses need from one batch, as ``f / tau``.
 
         Args:
             user, item: [M] the observed rows.
             neighbor_items, neighbor_users: [M, P] sampled positives of each row's user / item.
+            pool: the candidates (:class:`NegativePool`); default: the rows' own ``N = M P``
+                neighbours. A distributed run with ``gather_negatives`` passes the neighbours of
+                every row of the global batch.
 
         Returns a dict of tensors: ``pos`` [M]; ``item_grid`` [M, N] ``f(u_k, i_j)`` and
-        ``user_grid`` [M, N] ``f(u_j, i_k)`` over the pool of the ``N = M P`` neighbours;
-        ``pool`` [M, N] (``j`` belongs to another row); ``item_observed`` / ``user_observed`` [M, N]
-        (the pair is a training interaction); ``uu`` / ``ii`` [M, N] cosine logits of the
-        auxiliary losses.
+        ``user_grid`` [M, N] ``f(u_j, i_k)`` over the pool; ``pool`` [M, N] (``j`` belongs to
+        another row); ``own`` [M, N] (``j`` is one of row ``k``'s own ``P`` neighbours);
+        ``item_observed`` / ``user_observed`` [M, N] (the pair is a training interaction);
+        ``uu`` / ``ii`` [M, N] cosine logits of the auxiliary losses.
         """
-        m, p = neighbor_items.shape
-        pool_items = neighbor_items.reshape(-1)
-        pool_users = neighbor_users.reshape(-1)
-        owner = torch.arange(m, device=user.device).repeat_interleave(p)  # row of each candidate
-        pool = owner.unsqueeze(0) != torch.arange(m, device=user.device).unsqueeze(1)
+        pool = own_pool(neighbor_items, neighbor_users) if pool is None else pool
+        m, n = user.shape[0], pool.items.shape[0]
+        own = pool.owner.unsqueeze(0) == pool.rows.unsqueeze(1)
 
         p_u, e_u = self._user_repr(user)
         q_i, e_i = self._item_repr(item)
-        p_n, e_n = self._user_repr(pool_users)
-        q_n, e_n_items = self._item_repr(pool_items)
+        p_n, e_n = self._user_repr(pool.users)
+        q_n, e_n_items = self._item_repr(pool.items)
         pos = pair_scores(p_u, q_i, e_u, e_i, self.modulation)
         item_grid = grid_scores(p_u, q_n, e_u, e_n_items, self.modulation)  # f(u_k, i_j)
         user_grid = grid_scores(p_n, q_i, e_n, e_i, self.modulation).T  # f(u_j, i_k)
@@ -129,14 +151,14 @@ class HDCCF(GeneralRecommender):
             "pos": pos / self.tau,
             "item_grid": item_grid / self.tau,
             "user_grid": user_grid / self.tau,
-            "pool": pool,
+            "pool": ~own,
             "item_observed": graph.contains(
-                user.unsqueeze(1).expand(-1, m * p), pool_items.expand(m, -1)
+                user.unsqueeze(1).expand(-1, n), pool.items.expand(m, -1)
             ),
             "user_observed": graph.contains(
-                pool_users.expand(m, -1), item.unsqueeze(1).expand(-1, m * p)
+                pool.users.expand(m, -1), item.unsqueeze(1).expand(-1, n)
             ),
-            "own": owner.unsqueeze(0) == torch.arange(m, device=user.device).unsqueeze(1),
+            "own": own,
         }
         if self.settings.lambda_u > 0:
             out["uu"] = (p_u @ p_n.T) / self.tau
@@ -158,30 +180,58 @@ class HDCCF(GeneralRecommender):
             return observed
         return same_kind_degree(anchors, pool_ids)
 
+    def _training_rows(self, interaction):
+        """``(user, item, neighbor_items, neighbor_users, pool, scale)`` of the rows this process
+        trains on. Outside a distributed run: the whole batch and its own pool. In one
+        (``shard_weight`` present) the batch is the global batch: this process's rows, the pool of
+        its own rows or, with ``gather_negatives``, of the global batch, and ``scale = W m / G``
+        so that DDP's gradient average equals the gradient of the mean over the global batch
+        (``scale`` is None outside a distributed run)."""
+        user, item = interaction[self.USER_ID], interaction[self.ITEM_ID]
+        neighbor_items = interaction[NEIGHBOR_ITEMS]
+        neighbor_users = interaction[NEIGHBOR_USERS]
+        if SHARD_WEIGHT not in interaction.interaction:
+            return user, item, neighbor_items, neighbor_users, None, None
+        weight = interaction[SHARD_WEIGHT]
+        mine = weight > 0
+        local = (user[mine], item[mine], neighbor_items[mine], neighbor_users[mine])
+        pool = None
+        if self.settings.gather_negatives:
+            everyone = own_pool(neighbor_items, neighbor_users)
+            pool = everyone._replace(rows=mine.nonzero().squeeze(1))
+        return (*local, pool, weight.sum())
+
+    def _zero_parts(self):
+        """The loss parts of an empty batch: zeros that reach every parameter (DDP's reducer
+        expects a gradient for each), with zero gradient."""
+        zero = sum(parameter.sum() for parameter in self.parameters()) * 0.0
+        count = 1 + (self.settings.lambda_u > 0) + (self.settings.lambda_i > 0)
+        return tuple([zero] * count) if count > 1 else zero
+
     def calculate_loss(self, interaction):
         r"""Eq. (6): ``L_ui + lambda_u L_uu + lambda_i L_ii`` on one batch.
 
         Returns a tuple of the weighted parts, so RecBole logs each one.
         """
         s = self.settings
-        user = interaction[self.USER_ID]
-        item = interaction[self.ITEM_ID]
-        neighbor_items = interaction[NEIGHBOR_ITEMS]
-        neighbor_users = interaction[NEIGHBOR_USERS]
+        user, item, neighbor_items, neighbor_users, pool, scale = self._training_rows(interaction)
+        if user.shape[0] == 0:
+            return self._zero_parts()
         p = neighbor_items.shape[1]
-        g = self.batch_logits(user, item, neighbor_items, neighbor_users)
-        pool, own = g["pool"], g["own"]
+        pool = own_pool(neighbor_items, neighbor_users) if pool is None else pool
+        g = self.batch_logits(user, item, neighbor_items, neighbor_users, pool=pool)
+        candidates, own = g["pool"], g["own"]
 
         if s.ui_loss == "bpr":
             ui = 0.5 * (
-                losses.bpr_loss(g["pos"], g["item_grid"], pool)
-                + losses.bpr_loss(g["pos"], g["user_grid"], pool)
+                losses.bpr_loss(g["pos"], g["item_grid"], candidates)
+                + losses.bpr_loss(g["pos"], g["user_grid"], candidates)
             )
         elif s.debias:
             pos_col = g["pos"].unsqueeze(1)
             log_f_items, _ = losses.debiased_log_negative_score(
                 g["item_grid"],
-                pool,
+                candidates,
                 g["item_observed"],
                 torch.cat([pos_col, self._own_block(g["item_grid"], own, p)], dim=1),
                 s.w_i_pos,
@@ -189,7 +239,7 @@ class HDCCF(GeneralRecommender):
             )
             log_f_users, _ = losses.debiased_log_negative_score(
                 g["user_grid"],
-                pool,
+                candidates,
                 g["user_observed"],
                 torch.cat([pos_col, self._own_block(g["user_grid"], own, p)], dim=1),
                 s.w_u_pos,
@@ -199,35 +249,33 @@ class HDCCF(GeneralRecommender):
         else:
             ui = losses.contrastive_loss(
                 g["pos"],
-                losses.biased_log_negative_score(g["user_grid"], pool),
-                losses.biased_log_negative_score(g["item_grid"], pool),
+                losses.biased_log_negative_score(g["user_grid"], candidates),
+                losses.biased_log_negative_score(g["item_grid"], candidates),
             )
 
         parts = [ui]
         if s.lambda_u > 0:
-            mask = self._aux_mask(
-                g["user_observed"], user, neighbor_users.reshape(-1), self._users_share_item
-            )
+            mask = self._aux_mask(g["user_observed"], user, pool.users, self._users_share_item)
             loss_uu = losses.auxiliary_loss(
                 self._own_block(g["uu"], own, p),
                 g["uu"],
-                pool,
+                candidates,
                 mask,
                 pos_mask=neighbor_users != user.unsqueeze(1),
             )
             parts.append(s.lambda_u * loss_uu)
         if s.lambda_i > 0:
-            mask = self._aux_mask(
-                g["item_observed"], item, neighbor_items.reshape(-1), self._items_share_user
-            )
+            mask = self._aux_mask(g["item_observed"], item, pool.items, self._items_share_user)
             loss_ii = losses.auxiliary_loss(
                 self._own_block(g["ii"], own, p),
                 g["ii"],
-                pool,
+                candidates,
                 mask,
                 pos_mask=neighbor_items != item.unsqueeze(1),
             )
             parts.append(s.lambda_i * loss_ii)
+        if scale is not None:
+            parts = [part * scale for part in parts]
         return tuple(parts) if len(parts) > 1 else parts[0]
 
     def _users_share_item(self, anchors, pool_users):

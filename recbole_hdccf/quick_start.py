@@ -2,13 +2,18 @@
 
 Differences from ``recbole.quick_start.run_recbole`` (everything else is the same sequence):
 - ``resume``: a checkpoint to continue training from (``Trainer.resume_checkpoint``);
-- the result also holds ``checkpoint`` (the saved model file) and ``config``;
+- plugin model settings are validated right after the ``Config`` is built (before the dataset is
+  loaded, and in the parent process before ``nproc`` processes are spawned), so a bad setting is a
+  :class:`~recbole_hdccf.settings.ConfigError` however the run is started;
+- the result also holds ``checkpoint`` (the saved model file), ``last_checkpoint`` (the end of
+  epoch checkpoint to ``resume`` from, for trainers that write one, e.g. HDCCF's) and ``config``;
 - a model name neither the plugin nor RecBole knows fails first, with the list of plugin models.
 Any RecBole model runs through it unchanged.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from logging import getLogger
 
@@ -27,6 +32,18 @@ from recbole.utils import (
 )
 
 from recbole_hdccf.registry import check_model_name
+from recbole_hdccf.settings import HDCCFSettings
+
+# Plugin models whose settings can be checked from the Config alone.
+SETTINGS_CHECKS = {"HDCCF": HDCCFSettings.from_config}
+
+
+def validate_config(config, world_size=None) -> None:
+    """Raise ``ConfigError`` for bad settings of a plugin model (RecBole models: nothing).
+    ``world_size``: the run's processes, when ``config`` is not one of theirs."""
+    check = SETTINGS_CHECKS.get(config["model"])
+    if check is not None:
+        check(config, world_size=world_size)
 
 
 def run_recbole(
@@ -46,6 +63,7 @@ def run_recbole(
     config = Config(
         model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict
     )
+    validate_config(config)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()
@@ -91,6 +109,7 @@ def run_recbole(
         "best_valid_result": best_valid_result,
         "test_result": test_result,
         "checkpoint": trainer.saved_model_file if saved else None,
+        "last_checkpoint": _last_checkpoint(trainer) if saved else None,
         "config": config,
     }
     if not config["single_spec"]:
@@ -101,12 +120,27 @@ def run_recbole(
     return result
 
 
+def _last_checkpoint(trainer):
+    """The trainer's end-of-epoch checkpoint (``--resume`` from it), if it writes one."""
+    path = getattr(trainer, "last_checkpoint_file", None)
+    return path if path and os.path.isfile(path) else None
+
+
 def _run_rank(rank, model, dataset, config_file_list, kwargs):
     kwargs = dict(kwargs)
     kwargs["config_dict"] = {**kwargs.get("config_dict", {}), "local_rank": rank}
     import recbole_hdccf  # noqa: F401  (spawned processes start bare: register the plugin)
 
     run_recbole(model, dataset, config_file_list, **kwargs)
+
+
+def _parent_config(model, dataset, config_file_list, config_dict):
+    """The Config the spawned processes will build, minus the distributed keys (building it
+    with ``local_rank`` would join the process group)."""
+    config_dict = {k: v for k, v in config_dict.items() if k != "local_rank"}
+    return Config(
+        model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict
+    )
 
 
 def run(
@@ -132,6 +166,10 @@ def run(
 
     check_model_name(model)
     world_size = nproc if world_size == -1 else world_size
+    validate_config(
+        _parent_config(model, dataset, config_file_list, {**(config_dict or {}), "nproc": nproc}),
+        world_size=world_size,
+    )
     queue = mp.get_context("spawn").SimpleQueue()
     config_dict = {
         **(config_dict or {}),

@@ -3,11 +3,34 @@
 Every check names the key, the value and the allowed range. The paper's ablations (Fig. 2 and 3)
 are one key, ``ablation``, that sets the underlying switches; naming a switch that contradicts
 the chosen ablation is an error rather than a silent override.
+
+Contradictions. A value differing from its default counts as given. Two given settings contradict
+when one makes the other impossible or without effect (a setting that silently does nothing
+hides a mistake):
+
+- ``normalize: false`` with ``debias: true`` and the contrastive ``ui_loss`` (as in effect, after
+  the ablation): the bound ``Q e^{-1/tau}`` of eq. (16) needs ``|f| <= 1``, which only normalised
+  embeddings guarantee;
+- ``modulation_hidden`` non-empty with ``modulation: false``: no network to give layers to;
+- ``w_u_pos`` / ``w_i_pos`` given with ``debias: false`` or ``ui_loss: bpr``: only the debiased
+  contrastive loss reads them;
+- ``aux_mask`` given with ``debias: false`` or with both auxiliary losses off;
+- an ablation and a switch it sets to another value (``ablation: wo_u`` with ``lambda_u: 0.5``);
+- ``train_batch_size < 2 W`` in a ``W``-process run without ``gather_negatives``: a process would
+  train on fewer than 2 rows of each batch, i.e. without any negative.
+
+Not contradictions: ``ui_loss: bpr`` with ``debias: false`` (BPR+ is biased anyway; ``debias`` then
+only decides the auxiliary losses' masks) or with ``debias: true``; ``gather_negatives: true`` in a
+single process (a no-op, so one config serves both); an ablation on top of settings that only the
+switched-off part reads (``ablation: biased`` with ``w_u_pos: 0.2``: ablations run over a tuned
+configuration). Except for the first, the checks above see the given switches, not the
+ablation's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import math
+from dataclasses import dataclass, fields, replace
 
 ABLATIONS = {
     # name: switches it sets (paper Fig. 2 and Fig. 3)
@@ -44,9 +67,13 @@ class HDCCFSettings:
     ablation: str | None = None
     full_sort_memory_mb: int = 512
     train_batch_size: int = 256
+    gather_negatives: bool = False
 
     @classmethod
-    def from_config(cls, config) -> HDCCFSettings:
+    def from_config(cls, config, world_size: int | None = None) -> HDCCFSettings:
+        """Read, validate and resolve the settings of a RecBole ``Config`` (or a plain dict).
+        ``world_size``: processes of the run (default: read from ``config``)."""
+
         def get(key, default):
             try:
                 value = config[key]
@@ -56,7 +83,7 @@ class HDCCFSettings:
 
         raw = {name: get(name, field.default) for name, field in cls.__dataclass_fields__.items()}
         hidden = raw["modulation_hidden"]
-        if isinstance(hidden, int) and not isinstance(hidden, bool):
+        if _is_int(hidden):
             hidden = [hidden]
         if not isinstance(hidden, (list, tuple)):
             raise ConfigError(
@@ -64,10 +91,10 @@ class HDCCFSettings:
             )
         raw["modulation_hidden"] = tuple(hidden)
         ablation = raw["ablation"]
-        if ablation in ("", "none", "None"):
+        if isinstance(ablation, str) and ablation in ("", "none", "None"):
             raw["ablation"] = None
         settings = cls(**raw)
-        settings.validate()
+        settings.validate(world_size=world_size or _world_size(config))
         return settings.resolved()
 
     def resolved(self) -> HDCCFSettings:
@@ -85,47 +112,113 @@ class HDCCFSettings:
                 )
         return replace(self, **switches)
 
-    def validate(self) -> None:
-        def fail(key, allowed):
-            raise ConfigError(f"{key}={getattr(self, key)!r}: {allowed}")
+    def validate(self, world_size: int = 1) -> None:
+        """Raise :class:`ConfigError` naming the first bad key; ``world_size``: processes of the
+        run (1 outside a distributed run)."""
+        self._check_types()
+        self._check_ranges()
+        self._check_given(world_size)
+        self.resolved()._check_effective()
 
-        def is_number(value):
-            return isinstance(value, (int, float)) and not isinstance(value, bool)
+    def _fail(self, key, allowed):
+        raise ConfigError(f"{key}={getattr(self, key)!r}: {allowed}")
 
-        if not isinstance(self.embedding_size, int) or self.embedding_size <= 0:
-            fail("embedding_size", "must be a positive integer")
-        if not is_number(self.tau) or not self.tau > 0:
-            fail("tau", "the temperature must be > 0 (the paper tunes it around 0.1)")
-        if not isinstance(self.neighbor_num, int) or isinstance(self.neighbor_num, bool):
-            fail("neighbor_num", "P must be an integer >= 1")
-        if self.neighbor_num < 1:
-            fail("neighbor_num", "P must be an integer >= 1 (the paper uses 1 to 6)")
-        for key in ("w_u_pos", "w_i_pos"):
-            value = getattr(self, key)
-            if not is_number(value) or not 0 <= value < 1:
-                fail(key, "the false-negative rate omega^+ must lie in [0, 1)")
-        for key in ("lambda_u", "lambda_i"):
-            value = getattr(self, key)
-            if not is_number(value) or value < 0:
-                fail(key, "an auxiliary loss weight must be >= 0 (0 switches the loss off)")
-        for key in ("modulation", "normalize", "debias"):
+    def _check_types(self) -> None:
+        for key in ("embedding_size", "neighbor_num", "train_batch_size", "full_sort_memory_mb"):
+            if not _is_int(getattr(self, key)):
+                self._fail(key, "must be an integer")
+        for key in ("tau", "lambda_u", "lambda_i", "w_u_pos", "w_i_pos"):
+            if not _is_number(getattr(self, key)):
+                self._fail(key, "must be a finite number")
+        for key in ("modulation", "normalize", "debias", "gather_negatives"):
             if not isinstance(getattr(self, key), bool):
-                fail(key, "must be true or false")
-        if any(not isinstance(h, int) or h <= 0 for h in self.modulation_hidden):
-            fail("modulation_hidden", "hidden layer sizes must be positive integers")
-        if self.aux_mask not in AUX_MASKS:
-            fail("aux_mask", f"choose one of {list(AUX_MASKS)}")
-        if self.ui_loss not in UI_LOSSES:
-            fail("ui_loss", f"choose one of {list(UI_LOSSES)}")
-        if self.ablation is not None and self.ablation not in ABLATIONS:
-            fail("ablation", f"choose one of {sorted(ABLATIONS)} or leave it empty (~)")
-        if not isinstance(self.train_batch_size, int) or self.train_batch_size < 2:
-            fail("train_batch_size", "must be >= 2: the other rows of a batch are the negatives")
-        if not isinstance(self.full_sort_memory_mb, int) or self.full_sort_memory_mb <= 0:
-            fail("full_sort_memory_mb", "must be a positive integer (MB per full-ranking block)")
-        if not self.normalize and self.debias:
+                self._fail(key, "must be true or false")
+        hidden = self.modulation_hidden
+        if not isinstance(hidden, (list, tuple)) or any(not _is_int(h) or h <= 0 for h in hidden):
+            self._fail("modulation_hidden", "hidden layer sizes must be positive integers")
+        choices = {"aux_mask": AUX_MASKS, "ui_loss": UI_LOSSES}
+        for key, allowed in choices.items():
+            if not isinstance(getattr(self, key), str) or getattr(self, key) not in allowed:
+                self._fail(key, f"choose one of {list(allowed)}")
+        if self.ablation is not None and (
+            not isinstance(self.ablation, str) or self.ablation not in ABLATIONS
+        ):
+            self._fail("ablation", f"choose one of {sorted(ABLATIONS)} or leave it empty (~)")
+
+    def _check_ranges(self) -> None:
+        if self.embedding_size <= 0:
+            self._fail("embedding_size", "must be a positive integer (d >= 1)")
+        if not self.tau > 0:
+            self._fail("tau", "the temperature must be > 0 (the paper tunes it around 0.1)")
+        if self.neighbor_num < 1:
+            self._fail("neighbor_num", "P must be an integer >= 1 (the paper uses 1 to 6)")
+        for key in ("w_u_pos", "w_i_pos"):
+            if not 0 <= getattr(self, key) < 1:
+                self._fail(key, "the false-negative rate omega^+ must lie in [0, 1)")
+        for key in ("lambda_u", "lambda_i"):
+            if getattr(self, key) < 0:
+                self._fail(key, "an auxiliary loss weight must be >= 0 (0 switches the loss off)")
+        if self.train_batch_size < 2:
+            self._fail(
+                "train_batch_size", "must be >= 2: the other rows of a batch are the negatives"
+            )
+        if self.full_sort_memory_mb <= 0:
+            self._fail(
+                "full_sort_memory_mb", "must be a positive integer (MB per full-ranking block)"
+            )
+
+    def _given(self, key) -> bool:
+        return getattr(self, key) != _DEFAULTS[key]
+
+    def _check_effective(self) -> None:
+        """Contradictions of the settings in effect (after the ablation)."""
+        if not self.normalize and self.debias and self.ui_loss == "contrastive":
             raise ConfigError(
                 "normalize=False with debias=True: the lower bound Q e^{-1/tau} of the debiased "
                 "loss needs |f| <= 1, which only normalized embeddings guarantee; set "
                 "normalize: true or debias: false"
             )
+
+    def _check_given(self, world_size: int) -> None:
+        """Contradictions among the given switches (before the ablation)."""
+        if self.modulation_hidden and not self.modulation:
+            self._fail("modulation_hidden", "has no effect with modulation=False; drop one of them")
+        for key in ("w_u_pos", "w_i_pos"):
+            if self._given(key) and (not self.debias or self.ui_loss == "bpr"):
+                reason = "debias=False" if not self.debias else "ui_loss='bpr'"
+                self._fail(key, f"has no effect with {reason}; drop one of them")
+        if self._given("aux_mask"):
+            if not self.debias:
+                self._fail("aux_mask", "has no effect with debias=False; drop one of them")
+            if self.lambda_u == 0 and self.lambda_i == 0:
+                self._fail("aux_mask", "has no effect with lambda_u=lambda_i=0; drop one of them")
+        if world_size > 1 and not self.gather_negatives and self.train_batch_size < 2 * world_size:
+            self._fail(
+                "train_batch_size",
+                f"with {world_size} processes and gather_negatives=False each process trains on "
+                f"train_batch_size/{world_size} rows of a batch, fewer than 2 (no negatives): "
+                f"use train_batch_size >= {2 * world_size} or gather_negatives: true",
+            )
+
+
+_DEFAULTS = {field.name: field.default for field in fields(HDCCFSettings)}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _world_size(config) -> int:
+    """Processes of the run ``config`` belongs to (1 outside a distributed run)."""
+    try:
+        single = config["single_spec"]
+        world = config["world_size"]
+    except KeyError:
+        return 1
+    if single is not False or not _is_int(world) or world < 1:
+        return 1
+    return world

@@ -1,17 +1,217 @@
-"""HDCCF's trainer: RecBole's ``Trainer`` with the neighbour-sampling training dataloader.
+"""HDCCF's trainer: RecBole's ``Trainer`` with the neighbour-sampling training dataloader, and
+resumable training that loses nothing.
 
 ``recbole.utils.get_trainer`` finds it as ``recbole.trainer.HDCCFTrainer`` (see registry.py).
-Evaluation, early stopping, checkpoints and logging are RecBole's own.
+Evaluation, early stopping, best-model checkpoints and logging are RecBole's own.
+
+Resuming. RecBole saves a checkpoint only when validation improves, and its
+``resume_checkpoint`` restores the model, optimizer, epoch, ``cur_step`` and best score but
+neither ``best_valid_result`` nor any random state. :class:`ResumableTrainerMixin` (reusable with
+any RecBole ``Trainer``) also writes, at the end of every epoch, a "last" checkpoint
+``<best file without .pth>-last.pth`` (atomically, through :func:`compat.atomic_torch_save`)
+with everything needed to continue exactly: model, optimizer, epoch, ``cur_step``, best score and
+result, the best model's file, whether early stopping had fired, the train loader's torch
+generator and the torch / numpy / python (and CUDA) random states of every rank.
+``resume_checkpoint`` accepts that file (or a best file) and restores all of it; best models keep
+going to the original best file, so ``evaluate(load_best_model=True)`` reads the right one.
 """
 
 from __future__ import annotations
 
+import os
+import random
+
+import numpy as np
+import torch
 from recbole.trainer import Trainer
 
+from recbole_hdccf import compat
 from recbole_hdccf.sampler import NeighborTrainDataLoader
 
+LAST_SUFFIX = "-last"
+LAST_FORMAT = "recbole_hdccf.last/1"
 
-class HDCCFTrainer(Trainer):
+
+def last_checkpoint_path(best_file: str) -> str:
+    """``saved/HDCCF-...-1a2b3c.pth`` -> ``saved/HDCCF-...-1a2b3c-last.pth``."""
+    root, ext = os.path.splitext(best_file)
+    return f"{root}{LAST_SUFFIX}{ext or '.pth'}"
+
+
+def random_states() -> dict:
+    """The process's torch, CUDA, numpy and python random states."""
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def set_random_states(states: dict) -> None:
+    """Restore what :func:`random_states` returned."""
+    torch.set_rng_state(states["torch"])
+    if states.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+
+
+class ResumableTrainerMixin:
+    """Put before RecBole's ``Trainer`` in the bases: end-of-epoch "last" checkpoints and an exact
+    ``resume_checkpoint`` (module docstring). Epoch ends: right after training when the epoch
+    does not evaluate, otherwise after evaluation and the best-model save (``fit``'s callback)."""
+
+    _in_fit = False
+    _saving = False
+    _has_valid_data = False
+    _finished = False  # resumed from a run that had already ended
+    _pending_generator = None  # train loader generator state to apply at the next epoch
+    _train_loader = None
+    _resumed_rank_states = None
+
+    @property
+    def last_checkpoint_file(self) -> str:
+        return last_checkpoint_path(self.saved_model_file)
+
+    # ------------------------------------------------------------------ writing
+    def _rank(self) -> int:
+        config = self.config
+        return 0 if config["single_spec"] else config["local_rank"] + (config["offset"] or 0)
+
+    def _rank_state(self) -> dict:
+        loader = self._train_loader
+        generator = getattr(loader, "generator", None)
+        return {
+            "rng": random_states(),
+            "train_generator": generator.get_state() if generator is not None else None,
+        }
+
+    def _all_rank_states(self) -> list[dict]:
+        """Every rank's random states, rank order (a collective in a distributed run)."""
+        mine = self._rank_state()
+        if not compat.is_distributed(self.config):
+            return [mine]
+        states = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(states, mine)
+        return states
+
+    def last_checkpoint_state(self, epoch: int, stopped: bool, rank_states: list[dict]) -> dict:
+        """RecBole's checkpoint fields plus what an exact resume needs."""
+        return {
+            "format": LAST_FORMAT,
+            "config": self.config,
+            "epoch": epoch,
+            "cur_step": self.cur_step,
+            "best_valid_score": self.best_valid_score,
+            "best_valid_result": self.best_valid_result,
+            "best_model_file": os.path.abspath(self.saved_model_file),
+            "stopped": stopped,
+            "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(),
+            "optimizer": self.optimizer.state_dict(),
+            "rank_states": rank_states,
+        }
+
+    def save_last_checkpoint(self, epoch: int, stopped: bool = False) -> None:
+        """Write the last checkpoint of ``epoch`` (every rank takes part; the first rank of each
+        node writes, as RecBole does for best models)."""
+        rank_states = self._all_rank_states()
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
+        state = self.last_checkpoint_state(epoch, stopped, rank_states)
+        compat.atomic_torch_save(state, self.last_checkpoint_file)
+
+    def _end_of_epoch(self, epoch_idx: int) -> None:
+        if self._in_fit and self._saving:
+            self.save_last_checkpoint(epoch_idx, stopped=self.cur_step > self.stopping_step)
+
+    def _evaluates_after(self, epoch_idx: int) -> bool:
+        """Whether RecBole's ``fit`` evaluates after training epoch ``epoch_idx``."""
+        return self.eval_step > 0 and self._has_valid_data and (epoch_idx + 1) % self.eval_step == 0
+
+    # ------------------------------------------------------------------ the training loop
+    def fit(
+        self,
+        train_data,
+        valid_data=None,
+        verbose=True,
+        saved=True,
+        show_progress=False,
+        callback_fn=None,
+    ):
+        if self._finished:  # RecBole would save the current (last, not best) model as the best
+            return self.best_valid_score, self.best_valid_result
+
+        def end_of_evaluated_epoch(epoch_idx, valid_score):
+            self._end_of_epoch(epoch_idx)
+            if callback_fn:
+                callback_fn(epoch_idx, valid_score)
+
+        self._in_fit, self._saving, self._has_valid_data = True, saved, bool(valid_data)
+        try:
+            return super().fit(
+                train_data,
+                valid_data,
+                verbose=verbose,
+                saved=saved,
+                show_progress=show_progress,
+                callback_fn=end_of_evaluated_epoch,
+            )
+        finally:
+            self._in_fit = False
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        self._train_loader = train_data
+        if self._pending_generator is not None and hasattr(train_data, "generator"):
+            train_data.generator.set_state(self._pending_generator)
+            self._pending_generator = None
+        result = super()._train_epoch(
+            train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress
+        )
+        if not self._evaluates_after(epoch_idx):
+            self._end_of_epoch(epoch_idx)
+        return result
+
+    # ------------------------------------------------------------------ resuming
+    def resume_checkpoint(self, resume_file):
+        """Continue from a last checkpoint (exactly) or from a best one (RecBole's fields only)."""
+        resume_file = str(resume_file)
+        checkpoint = compat.load_checkpoint(resume_file, map_location=self.device)
+        if checkpoint["config"]["model"].lower() != self.config["model"].lower():
+            self.logger.warning(
+                f"{resume_file} holds a {checkpoint['config']['model']} model, not "
+                f"{self.config['model']}: loading its parameters may fail"
+            )
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.start_epoch = checkpoint["epoch"] + 1
+        self.cur_step = checkpoint["cur_step"]
+        self.best_valid_score = checkpoint["best_valid_score"]
+        self.best_valid_result = checkpoint.get("best_valid_result")
+        self.saved_model_file = checkpoint.get("best_model_file") or resume_file
+        self._restore_rank_state(checkpoint.get("rank_states"))
+        stopped = checkpoint.get("stopped", False)
+        self._finished = checkpoint.get("format") == LAST_FORMAT and (
+            stopped or self.start_epoch >= self.epochs
+        )
+        self.logger.info(
+            f"Checkpoint {resume_file} loaded: "
+            + ("training had ended" if self._finished else f"resume from epoch {self.start_epoch}")
+            + f"; best models go to {self.saved_model_file}"
+        )
+
+    def _restore_rank_state(self, rank_states) -> None:
+        if not rank_states:
+            return
+        rank = self._rank()
+        state = rank_states[rank] if rank < len(rank_states) else rank_states[0]
+        set_random_states(state["rng"])
+        self._pending_generator = state["train_generator"]
+
+
+class HDCCFTrainer(ResumableTrainerMixin, Trainer):
     def __init__(self, config, model):
         super().__init__(config, model)
 
