@@ -570,7 +570,12 @@ def _movies_csv(lines: Iterator[tuple[int, str]], where: str) -> Iterator[list[s
     """``movieId,title,genres`` with a header and quoted titles (ml-20m, ml-25m)."""
     first = True
     for lineno, text in lines:
-        row = next(csv.reader([text]))
+        try:
+            row = next(csv.reader([text]))
+        except csv.Error as error:
+            raise _fail(
+                where, lineno, f"unreadable CSV line: {error}", "Fix the line's quoting"
+            ) from None
         if first:
             first = False
             if row != ["movieId", "title", "genres"]:
@@ -919,7 +924,19 @@ def _split_rows(
             current[0] = lineno
             yield text
 
-    for row in csv.reader(texts(), delimiter=sep):
+    reader = csv.reader(texts(), delimiter=sep)
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:  # e.g. a lone carriage return inside a line
+            raise _fail(
+                member.display,
+                current[0],
+                f"unreadable CSV line: {error}",
+                "Fix the line's quoting or line ending",
+            ) from None
         yield current[0], row
 
 
