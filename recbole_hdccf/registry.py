@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,12 +50,24 @@ _RECBOLE_KINDS = (
 )
 
 
-def recbole_model_exists(name: str) -> bool:
-    """Whether RecBole itself ships a model ``name`` (no import, so no optional dependency fires)."""
+def _recbole_model_classes(name: str) -> list[str]:
+    """Classes defined in RecBole's module for ``name`` (``<kind>/<name.lower()>.py``), read from
+    the source, so no optional dependency fires."""
     import recbole.model
 
     root = Path(recbole.model.__file__).parent
-    return any((root / kind / f"{name.lower()}.py").is_file() for kind in _RECBOLE_KINDS)
+    classes = []
+    for kind in _RECBOLE_KINDS:
+        path = root / kind / f"{name.lower()}.py"
+        if path.is_file():
+            classes += re.findall(r"^class (\w+)\(", path.read_text(encoding="utf-8"), flags=re.M)
+    return classes
+
+
+def recbole_model_exists(name: str) -> bool:
+    """Whether RecBole itself ships a model ``name``, spelled exactly (``get_model`` looks the
+    class up by that name: ``bpr`` finds RecBole's module but no class)."""
+    return name in _recbole_model_classes(name)
 
 
 class UnknownModelError(ValueError):
@@ -65,7 +78,8 @@ def check_model_name(name) -> None:
     """Raise a clear error for a model name that neither the plugin nor RecBole knows."""
     if not isinstance(name, str) or name in PLUGIN_MODELS or recbole_model_exists(name):
         return
-    close = [m for m in PLUGIN_MODELS if m.lower() == str(name).lower()]
+    close = [m for m in PLUGIN_MODELS if m.lower() == name.lower()]
+    close += [c for c in _recbole_model_classes(name) if c.lower() == name.lower()]
     hint = f" Did you mean {close[0]!r}? Names are case-sensitive." if close else ""
     raise UnknownModelError(
         f"unknown model {name!r}.{hint} recbole-hdccf provides: {', '.join(sorted(PLUGIN_MODELS))}; "
