@@ -32,10 +32,10 @@ def main() -> None:
     os.chdir(tempfile.mkdtemp())
     sys.argv = sys.argv[:1]
 
-    import recbole_hdccf  # noqa: F401
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
 
+    import recbole_hdccf  # noqa: F401
     from recbole_hdccf.sampler import TrainGraph
 
     config = Config(
