@@ -79,6 +79,13 @@ class HDCCF(GeneralRecommender):
         self.tau = float(s.tau)
         self.neighbor_num = s.neighbor_num
         self.train_graph = TrainGraph.from_dataset(dataset)
+        # training degrees for pool_weighting (>= 1 for every id the pool can hold)
+        for name, degree in (
+            ("_item_degree", self.train_graph.item_degree),
+            ("_user_degree", self.train_graph.user_degree),
+        ):
+            value = torch.as_tensor(degree, dtype=torch.float).clamp_min(1)
+            self.register_buffer(name, value, persistent=False)
 
         # define layers and loss
         self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)  # p_u
@@ -222,10 +229,11 @@ class HDCCF(GeneralRecommender):
         g = self.batch_logits(user, item, neighbor_items, neighbor_users, pool=pool)
         candidates, own = g["pool"], g["own"]
 
+        item_w, user_w = self._pool_log_weights(pool)
         if s.ui_loss == "bpr":
             ui = 0.5 * (
-                losses.bpr_loss(g["pos"], g["item_grid"], candidates)
-                + losses.bpr_loss(g["pos"], g["user_grid"], candidates)
+                losses.bpr_loss(g["pos"], g["item_grid"], candidates, item_w)
+                + losses.bpr_loss(g["pos"], g["user_grid"], candidates, user_w)
             )
         elif s.debias:
             pos_col = g["pos"].unsqueeze(1)
@@ -236,6 +244,7 @@ class HDCCF(GeneralRecommender):
                 torch.cat([pos_col, self._own_block(g["item_grid"], own, p)], dim=1),
                 s.w_i_pos,
                 self.tau,
+                log_weights=item_w,
             )
             log_f_users, _ = losses.debiased_log_negative_score(
                 g["user_grid"],
@@ -244,13 +253,14 @@ class HDCCF(GeneralRecommender):
                 torch.cat([pos_col, self._own_block(g["user_grid"], own, p)], dim=1),
                 s.w_u_pos,
                 self.tau,
+                log_weights=user_w,
             )
             ui = losses.contrastive_loss(g["pos"], log_f_users, log_f_items)
         else:
             ui = losses.contrastive_loss(
                 g["pos"],
-                losses.biased_log_negative_score(g["user_grid"], candidates),
-                losses.biased_log_negative_score(g["item_grid"], candidates),
+                losses.biased_log_negative_score(g["user_grid"], candidates, user_w),
+                losses.biased_log_negative_score(g["item_grid"], candidates, item_w),
             )
 
         parts = [ui]
@@ -262,6 +272,7 @@ class HDCCF(GeneralRecommender):
                 candidates,
                 mask,
                 pos_mask=neighbor_users != user.unsqueeze(1),
+                log_weights=user_w,
             )
             parts.append(s.lambda_u * loss_uu)
         if s.lambda_i > 0:
@@ -272,11 +283,27 @@ class HDCCF(GeneralRecommender):
                 candidates,
                 mask,
                 pos_mask=neighbor_items != item.unsqueeze(1),
+                log_weights=item_w,
             )
             parts.append(s.lambda_i * loss_ii)
         if scale is not None:
             parts = [part * scale for part in parts]
         return tuple(parts) if len(parts) > 1 else parts[0]
+
+    def _pool_log_weights(self, pool):
+        """Log importance weights of the pool's candidates, ``(items [N], users [N])``, or
+        ``(None, None)`` for the raw pool (``pool_weighting: popularity``).
+
+        The pool draws a candidate in proportion to its training degree (Proposition 1), while
+        the ideal loss the debiasing targets (eq. 13, 20) averages over uniformly drawn negatives
+        (sec. 2.3). ``pool_weighting: uniform`` weights each candidate by ``1 / degree``, so
+        every negative term estimates that uniform average."""
+        if self.settings.pool_weighting != "uniform":
+            return None, None
+        return (
+            -torch.log(self._item_degree[pool.items]),
+            -torch.log(self._user_degree[pool.users]),
+        )
 
     def _users_share_item(self, anchors, pool_users):
         return self.train_graph.share_neighbor(anchors, pool_users, kind="user")

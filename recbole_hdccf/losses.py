@@ -32,10 +32,29 @@ def _masked_logsumexp(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(has_any.squeeze(-1), lse, torch.full_like(lse, NEG_INF))
 
 
-def biased_log_negative_score(neg_logits: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
+def _log_weighted_mean_exp(logits, mask, log_weights=None):
+    """Row-wise ``log(sum_j w_j e^{x_j} / sum_j w_j)`` over ``mask``: the mean of ``e^x`` over
+    the row's candidates, importance-weighted by ``w`` (plain mean without weights); ``-inf``
+    for a row with no candidate. ``log_weights``: broadcastable to ``logits``."""
+    if log_weights is None:
+        count = mask.sum(dim=-1).clamp_min(1).to(logits.dtype)
+        return _masked_logsumexp(logits, mask) - torch.log(count)
+    log_weights = log_weights.expand_as(logits)
+    return _masked_logsumexp(logits + log_weights, mask) - _masked_logsumexp(log_weights, mask)
+
+
+def biased_log_negative_score(
+    neg_logits: torch.Tensor, pool: torch.Tensor, log_weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """``log F`` of eq. (2): ``log sum_{j in pool} e^{f_j / tau}`` per row, the multiset counted
-    with multiplicity. ``neg_logits``, ``pool``: [M, N] -> [M]."""
-    return _masked_logsumexp(neg_logits, pool)
+    with multiplicity. ``neg_logits``, ``pool``: [M, N] -> [M].
+
+    ``log_weights`` (importance weights of the candidates, see ``pool_weighting``) turn the sum
+    into ``|pool|`` times the weighted mean."""
+    if log_weights is None:
+        return _masked_logsumexp(neg_logits, pool)
+    q = pool.sum(dim=-1).to(neg_logits.dtype)
+    return torch.log(q) + _log_weighted_mean_exp(neg_logits, pool, log_weights)
 
 
 def debiased_log_negative_score(
@@ -46,6 +65,7 @@ def debiased_log_negative_score(
     w_pos: float,
     tau: float,
     clamp: bool = True,
+    log_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``log F~`` of eq. (15) with the weights of eq. (25) and the lower bound of eq. (16).
 
@@ -57,6 +77,8 @@ def debiased_log_negative_score(
         pos_logits: [M, P+1] ``f / tau`` of the anchor's positives ``N^+ ∪ {u}`` (eq. 24).
         w_pos: ``omega^+``, the probability that an unobserved sample is a false negative.
         tau: the temperature; the bound ``Q e^{-1/tau}`` assumes ``|f| <= 1``.
+        log_weights: optional importance weights of the candidates ([N] or [M, N], log); the
+            unobserved candidates' plain mean in ``pi_0`` becomes their weighted mean.
 
     With ``Q = |N^-|`` (the paper's choice):
         ``pi_0 = Q 1[unobserved] / (omega^- #unobserved)``, ``pi_1 = Q omega^+ / (omega^- (P+1))``,
@@ -74,15 +96,9 @@ def debiased_log_negative_score(
     w_neg = 1.0 - w_pos
     q = pool.sum(dim=-1).to(neg_logits.dtype)
     valid = pool & ~observed
-    n_valid = valid.sum(dim=-1).to(neg_logits.dtype)
     log_q = torch.log(q)
-    # n_valid = 0 gives log A = -inf (the logsumexp), not NaN.
-    log_a = (
-        log_q
-        - math.log(w_neg)
-        - torch.log(n_valid.clamp_min(1))
-        + _masked_logsumexp(neg_logits, valid)
-    )
+    # no unobserved candidate gives log A = -inf (the logsumexp), not NaN.
+    log_a = log_q - math.log(w_neg) + _log_weighted_mean_exp(neg_logits, valid, log_weights)
     log_bound = log_q - 1.0 / tau
     if w_pos > 0:
         log_b = (
@@ -121,6 +137,7 @@ def auxiliary_loss(
     pool: torch.Tensor,
     masked: torch.Tensor | None = None,
     pos_mask: torch.Tensor | None = None,
+    log_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Eq. (5), or its debiased form eq. (26)-(27) when ``masked`` is given.
 
@@ -134,16 +151,12 @@ def auxiliary_loss(
         pool: [M, N] bool, the anchor's in-batch negatives.
         masked: [M, N] bool, candidates that are known neighbours of the anchor (``D^{u-u}``).
         pos_mask: [M, P] bool, positives that count (a neighbour equal to the anchor does not).
+        log_weights: optional importance weights of the candidates (log), as in
+            :func:`debiased_log_negative_score`.
     """
-    if masked is None:
-        log_neg = _masked_logsumexp(neg_logits, pool)
-    else:
-        valid = pool & ~masked
-        q = pool.sum(dim=-1).to(neg_logits.dtype)
-        n_valid = valid.sum(dim=-1).to(neg_logits.dtype)
-        log_neg = (
-            torch.log(q) - torch.log(n_valid.clamp_min(1)) + _masked_logsumexp(neg_logits, valid)
-        )
+    keep = pool if masked is None else pool & ~masked
+    q = pool.sum(dim=-1).to(neg_logits.dtype)
+    log_neg = torch.log(q) + _log_weighted_mean_exp(neg_logits, keep, log_weights)
     log_neg = log_neg.unsqueeze(-1).expand_as(pos_logits)
     per_pair = torch.logaddexp(pos_logits, log_neg) - pos_logits
     if pos_mask is not None:
@@ -152,11 +165,17 @@ def auxiliary_loss(
 
 
 def bpr_loss(
-    pos_logits: torch.Tensor, neg_logits: torch.Tensor, pool: torch.Tensor
+    pos_logits: torch.Tensor,
+    neg_logits: torch.Tensor,
+    pool: torch.Tensor,
+    log_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """BPR on the same scores (the paper's BPR+): ``mean_rows mean_{j in pool}
-    -log sigmoid(pos - neg_j)``. ``pos_logits``: [M]; ``neg_logits``, ``pool``: [M, N]."""
+    -log sigmoid(pos - neg_j)``, the mean weighted by ``exp(log_weights)`` when given.
+    ``pos_logits``: [M]; ``neg_logits``, ``pool``: [M, N]."""
     pairwise = F.softplus(neg_logits - pos_logits.unsqueeze(-1))
-    pairwise = torch.where(pool, pairwise, torch.zeros_like(pairwise))
-    per_row = pairwise.sum(dim=-1) / pool.sum(dim=-1).clamp_min(1)
+    weights = pool.to(neg_logits.dtype)
+    if log_weights is not None:
+        weights = weights * torch.exp(log_weights - log_weights.max()).expand_as(weights)
+    per_row = (pairwise * weights).sum(dim=-1) / weights.sum(dim=-1).clamp_min(1e-30)
     return per_row.mean()

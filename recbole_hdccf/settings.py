@@ -43,6 +43,7 @@ ABLATIONS = {
 }
 AUX_MASKS = ("item", "any", "none")
 UI_LOSSES = ("contrastive", "bpr")
+POOL_WEIGHTINGS = ("popularity", "uniform")
 
 
 class ConfigError(ValueError):
@@ -64,6 +65,7 @@ class HDCCFSettings:
     w_i_pos: float = 0.05
     aux_mask: str = "item"
     ui_loss: str = "contrastive"
+    pool_weighting: str = "uniform"
     ablation: str | None = None
     full_sort_memory_mb: int = 512
     train_batch_size: int = 256
@@ -136,7 +138,7 @@ class HDCCFSettings:
         hidden = self.modulation_hidden
         if not isinstance(hidden, (list, tuple)) or any(not _is_int(h) or h <= 0 for h in hidden):
             self._fail("modulation_hidden", "hidden layer sizes must be positive integers")
-        choices = {"aux_mask": AUX_MASKS, "ui_loss": UI_LOSSES}
+        choices = {"aux_mask": AUX_MASKS, "ui_loss": UI_LOSSES, "pool_weighting": POOL_WEIGHTINGS}
         for key, allowed in choices.items():
             if not isinstance(getattr(self, key), str) or getattr(self, key) not in allowed:
                 self._fail(key, f"choose one of {list(allowed)}")

@@ -11,7 +11,7 @@ from recbole.utils import init_seed
 
 import recbole_hdccf  # noqa: F401
 from recbole_hdccf import losses
-from recbole_hdccf.hdccf import HDCCF
+from recbole_hdccf.hdccf import HDCCF, own_pool
 from recbole_hdccf.sampler import NEIGHBOR_ITEMS, NEIGHBOR_USERS, NeighborTrainDataLoader
 from recbole_hdccf.settings import ABLATIONS, ConfigError
 
@@ -159,10 +159,12 @@ def test_biased_ablation_is_eq1_and_eq5_on_the_same_scores(base):
     ui, uu, ii = _ablated(config_dict, model, "biased").calculate_loss(batch)
     g = _logits(model, batch)
     p = batch[NEIGHBOR_ITEMS].shape[1]
+    item_w, user_w = model._pool_log_weights(own_pool(batch[NEIGHBOR_ITEMS], batch[NEIGHBOR_USERS]))
+    assert item_w is not None  # the default pool_weighting is covered
     expected_ui = losses.contrastive_loss(
         g["pos"],
-        losses.biased_log_negative_score(g["user_grid"], g["pool"]),
-        losses.biased_log_negative_score(g["item_grid"], g["pool"]),
+        losses.biased_log_negative_score(g["user_grid"], g["pool"], user_w),
+        losses.biased_log_negative_score(g["item_grid"], g["pool"], item_w),
     )
     assert torch.allclose(ui, expected_ui, rtol=1e-6)
     own = HDCCF._own_block
@@ -172,12 +174,14 @@ def test_biased_ablation_is_eq1_and_eq5_on_the_same_scores(base):
         g["uu"],
         g["pool"],
         pos_mask=batch[NEIGHBOR_USERS] != users.unsqueeze(1),
+        log_weights=user_w,
     )
     expected_ii = losses.auxiliary_loss(
         own(g["ii"], g["own"], p),
         g["ii"],
         g["pool"],
         pos_mask=batch[NEIGHBOR_ITEMS] != items.unsqueeze(1),
+        log_weights=item_w,
     )
     assert torch.allclose(uu, model.settings.lambda_u * expected_uu, rtol=1e-6)
     assert torch.allclose(ii, model.settings.lambda_i * expected_ii, rtol=1e-6)
@@ -190,9 +194,10 @@ def test_bpr_plus_is_bpr_on_the_same_scores_and_negatives(base):
     loss = _ablated(config_dict, model, "bpr_plus").calculate_loss(batch)
     assert not isinstance(loss, tuple)
     g = _logits(model, batch)
+    item_w, user_w = model._pool_log_weights(own_pool(batch[NEIGHBOR_ITEMS], batch[NEIGHBOR_USERS]))
     expected = 0.5 * (
-        losses.bpr_loss(g["pos"], g["item_grid"], g["pool"])
-        + losses.bpr_loss(g["pos"], g["user_grid"], g["pool"])
+        losses.bpr_loss(g["pos"], g["item_grid"], g["pool"], item_w)
+        + losses.bpr_loss(g["pos"], g["user_grid"], g["pool"], user_w)
     )
     assert torch.allclose(loss, expected, rtol=1e-6)
 

@@ -141,6 +141,14 @@ def test_bpr_loss_matches_hand_computation():
     sp = lambda x: math.log1p(math.exp(x))  # noqa: E731
     expected = (sp((-0.2 - 0.8) / TAU) + sp((0.5 - 0.1) / TAU)) / 2
     assert loss.item() == pytest.approx(expected, rel=1e-12)
+    # weighted: row k's mean over its negatives with weights w_j
+    neg3 = _t([[0.3, -0.2, 0.1], [0.5, 0.4, 0.0]]) / TAU
+    pool3 = torch.tensor([[False, True, True], [True, False, True]])
+    w = [1.0, 2.0, 0.5]
+    weighted = losses.bpr_loss(pos, neg3, pool3, torch.log(_t(w)))
+    row0 = (2.0 * sp((-0.2 - 0.8) / TAU) + 0.5 * sp((0.1 - 0.8) / TAU)) / 2.5
+    row1 = (1.0 * sp((0.5 - 0.1) / TAU) + 0.5 * sp((0.0 - 0.1) / TAU)) / 1.5
+    assert weighted.item() == pytest.approx((row0 + row1) / 2, rel=1e-12)
 
 
 def test_gradients_follow_eq4():
@@ -267,3 +275,48 @@ def test_empty_pool_and_fully_masked_rows_give_finite_loss_and_grads():
     assert (
         torch.isfinite(loss) and torch.isfinite(neg.grad).all() and torch.isfinite(pos.grad).all()
     )
+
+
+def test_importance_weights_turn_sums_into_weighted_means():
+    """pool_weighting: each negative term is |pool| times the w-weighted mean of e^{f/tau}."""
+    neg = [[0.2, 0.9, -0.1, 0.4], [0.3, 0.5, 0.8, -0.6]]
+    pool = torch.tensor([[False, True, True, True], [True, False, True, True]])
+    observed = torch.tensor([[False, True, False, False], [False, False, False, True]])
+    pos = [[0.6, 0.5], [0.9, 0.1]]
+    weights = [1.0, 0.5, 2.0, 0.25]  # e.g. 1 / training degree of each candidate
+    log_w = torch.log(_t(weights))
+    e = [[math.exp(f / TAU) for f in row] for row in neg]
+
+    def wmean(k, members):
+        return sum(weights[j] * e[k][j] for j in members) / sum(weights[j] for j in members)
+
+    biased = losses.biased_log_negative_score(_t(neg) / TAU, pool, log_w)
+    expected = [3 * wmean(0, [1, 2, 3]), 3 * wmean(1, [0, 2, 3])]
+    assert torch.exp(biased).tolist() == pytest.approx(expected, rel=1e-10)
+
+    w = 0.1
+    log_f, _ = losses.debiased_log_negative_score(
+        _t(neg) / TAU, pool, observed, _t(pos) / TAU, w, TAU, log_weights=log_w
+    )
+    expected = []
+    for k, unobserved in ((0, [2, 3]), (1, [0, 2])):
+        est = 3 / (1 - w) * wmean(k, unobserved)
+        est -= 3 * w / ((1 - w) * 2) * sum(math.exp(f / TAU) for f in pos[k])
+        expected.append(max(est, 3 * math.exp(-1 / TAU)))
+    assert torch.exp(log_f).tolist() == pytest.approx(expected, rel=1e-10)
+
+    aux = losses.auxiliary_loss(
+        _t(pos) / TAU, _t(neg) / TAU, pool, masked=observed, log_weights=log_w
+    )
+    rows = []
+    for k, unobserved in ((0, [2, 3]), (1, [0, 2])):
+        neg_term = 3 * wmean(k, unobserved)
+        rows.append(
+            sum(-math.log(math.exp(f / TAU) / (math.exp(f / TAU) + neg_term)) for f in pos[k])
+        )
+    assert aux.item() == pytest.approx(sum(rows) / 2, rel=1e-10)
+    # equal weights change nothing
+    flat = losses.biased_log_negative_score(
+        _t(neg) / TAU, pool, torch.zeros(4, dtype=torch.float64)
+    )
+    assert torch.allclose(flat, losses.biased_log_negative_score(_t(neg) / TAU, pool))
