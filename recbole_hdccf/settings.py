@@ -56,10 +56,10 @@ class HDCCFSettings:
     modulation: bool = True
     modulation_hidden: tuple[int, ...] = ()
     normalize: bool = True
-    tau: float = 0.1
+    tau: float = 0.2
     neighbor_num: int = 2
-    lambda_u: float = 0.1
-    lambda_i: float = 0.1
+    lambda_u: float = 0.01
+    lambda_i: float = 0.01
     debias: bool = True
     w_u_pos: float = 0.05
     w_i_pos: float = 0.05
