@@ -7,13 +7,22 @@
 ``g`` is one linear layer by default. Its first layer splits by the three input blocks,
 ``W_i e_i + W_u e_u + W_x (e_i * e_u) + b``: the first two are computed once per item and per
 user; only the ``d x d`` bilinear term ``W_x (e_i * e_u)`` is per pair.
+
+Grids (:func:`grid_scores`) of a single-layer ``g`` run through :mod:`recbole_hdccf.fused_grid`
+(one GEMM per block of users, hand-written backward, no ``[A, B, d]`` tensor kept) and score each
+distinct row of a multiset pool once; ``impl="reference"`` keeps the eager definition.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from recbole_hdccf import fused_grid
 
 
 class ModulationNet(nn.Module):
@@ -56,13 +65,64 @@ def pair_scores(p_u, q_i, e_u=None, e_i=None, modulation: ModulationNet | None =
     return (m * m * p_u * q_i).sum(-1)
 
 
-def grid_scores(p_u, q_i, e_u=None, e_i=None, modulation: ModulationNet | None = None, chunk=None):
-    """``f`` for every (user, item) combination. ``p_u``, ``e_u``: [A, d]; ``q_i``, ``e_i``:
-    [B, d] -> [A, B].
+GRID_IMPLS = ("auto", "fused", "reference")
+_GRID_DEFAULTS = {"impl": "auto", "gemm_dtype": None}
 
-    ``chunk``: users per block, so memory stays at ``chunk * B * d`` floats per live tensor."""
-    if modulation is None:
-        return p_u @ q_i.T
+
+@contextlib.contextmanager
+def grid_impl(impl: str, gemm_dtype: torch.dtype | None = None):
+    """Within the block, :func:`grid_scores` called without ``impl`` uses ``impl``, and the fused
+    path runs its GEMMs in ``gemm_dtype`` (``torch.bfloat16``: ~1.7x faster on a CPU with
+    AVX512-BF16, scores off by ~1e-3; see docs/speed.md). Benchmarks and tests use it to switch
+    paths through an unchanged model."""
+    if impl not in GRID_IMPLS:
+        raise ValueError(f"impl={impl!r}: choose one of {list(GRID_IMPLS)}")
+    previous = dict(_GRID_DEFAULTS)
+    _GRID_DEFAULTS.update(impl=impl, gemm_dtype=gemm_dtype)
+    try:
+        yield
+    finally:
+        _GRID_DEFAULTS.update(previous)
+
+
+@functools.lru_cache(maxsize=8)
+def _projection(dim: int) -> torch.Tensor:
+    """A fixed random direction in ``R^dim`` (float64, CPU) that hashes rows to one number."""
+    return torch.randn(dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+
+def unique_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Exactly repeated rows of ``x`` [n, k]: ``(first, inverse)`` with ``x[first][inverse]``
+    equal to ``x`` bit for bit (``first`` [u], the first occurrence of each distinct row;
+    ``inverse`` [n]), or ``None`` when every row is distinct.
+
+    Rows are grouped by a random projection and the grouping is then checked exactly, so a
+    collision can only cost the saving, never a wrong value."""
+    n = x.shape[0]
+    if n < 2:
+        return None
+    x = x.detach()
+    keys = x.to(torch.float64) @ _projection(x.shape[1]).to(x.device)
+    _, inverse = torch.unique(keys, return_inverse=True)
+    n_unique = int(inverse.max()) + 1
+    if n_unique == n:
+        return None
+    positions = torch.arange(n, device=x.device)
+    first = torch.full((n_unique,), n, device=x.device).scatter_reduce_(
+        0, inverse, positions, reduce="amin"
+    )
+    if not torch.equal(x[first][inverse], x):
+        return None
+    return first, inverse
+
+
+def _dedup_pairs(*tensors: torch.Tensor):
+    """``(first, inverse)`` of the rows of ``tensors`` (each [n, d]) taken side by side."""
+    return unique_rows(torch.cat(tensors, dim=1))
+
+
+def _reference_grid(p_u, q_i, e_u, e_i, modulation, chunk=None):
+    """The eager definition: materialises ``m`` [chunk, B, d] per block of users."""
     n_users = p_u.shape[0]
     chunk = chunk or n_users
     blocks = []
@@ -71,3 +131,65 @@ def grid_scores(p_u, q_i, e_u=None, e_i=None, modulation: ModulationNet | None =
         m = modulation(e_u[sl, None, :], e_i[None, :, :])  # [a, B, d]
         blocks.append((m * m * p_u[sl, None, :] * q_i[None, :, :]).sum(-1))
     return torch.cat(blocks, dim=0)
+
+
+def grid_scores(
+    p_u,
+    q_i,
+    e_u=None,
+    e_i=None,
+    modulation: ModulationNet | None = None,
+    chunk=None,
+    impl: str | None = None,
+    dedup: bool | None = None,
+):
+    """``f`` for every (user, item) combination. ``p_u``, ``e_u``: [A, d]; ``q_i``, ``e_i``:
+    [B, d] -> [A, B].
+
+    ``chunk``: users per block, so memory stays at ``chunk * B * d`` floats per live tensor (the
+    fused path may use smaller blocks).
+
+    ``impl``: ``"fused"`` (:mod:`recbole_hdccf.fused_grid`, single-layer ``modulation`` only),
+    ``"reference"`` (the eager definition) or ``"auto"``: fused when the modulation has no
+    hidden layer, else reference. ``None`` means the current :func:`grid_impl` (``"auto"``).
+
+    ``dedup``: score each distinct user row and item row once and index the grid back (the
+    in-batch pool is a multiset). Values are unchanged; the gradient of a repeated input row
+    goes to its first occurrence, which leaves the gradient of an embedding table that all the
+    copies were gathered from unchanged. Default: on, except for ``impl="reference"``.
+
+    ``modulation=None`` is a plain matmul whatever ``impl``."""
+    if modulation is None:
+        return p_u @ q_i.T
+    impl = impl or _GRID_DEFAULTS["impl"]
+    if impl not in GRID_IMPLS:
+        raise ValueError(f"impl={impl!r}: choose one of {list(GRID_IMPLS)}")
+    if dedup is None:
+        dedup = impl != "reference"
+    if impl == "auto":
+        impl = "fused" if fused_grid.is_single_layer(modulation) else "reference"
+    if not dedup:
+        return _modulated_grid(p_u, q_i, e_u, e_i, modulation, chunk, impl)
+    users, items = _dedup_pairs(p_u, e_u), _dedup_pairs(q_i, e_i)
+    if users is not None:
+        p_u, e_u = p_u[users[0]], e_u[users[0]]
+    if items is not None:
+        q_i, e_i = q_i[items[0]], e_i[items[0]]
+    grid = _modulated_grid(p_u, q_i, e_u, e_i, modulation, chunk, impl)
+    if users is not None:
+        grid = grid.index_select(0, users[1])
+    if items is not None:
+        grid = grid.index_select(1, items[1])
+    return grid
+
+
+def _modulated_grid(p_u, q_i, e_u, e_i, modulation, chunk, impl):
+    """[A, B] through ``impl`` (``"fused"`` or ``"reference"``)."""
+    if impl == "reference":
+        return _reference_grid(p_u, q_i, e_u, e_i, modulation, chunk=chunk)
+    # ``chunk`` bounds memory; the fused path's own cache-sized block may be smaller.
+    block = fused_grid.auto_chunk(p_u.shape[0], q_i.shape[0], p_u.shape[1], p_u.device)
+    block = min(chunk, block) if chunk else block
+    return fused_grid.fused_grid_scores(
+        p_u, q_i, e_u, e_i, modulation, chunk=block, gemm_dtype=_GRID_DEFAULTS["gemm_dtype"]
+    )
