@@ -40,7 +40,10 @@ def _log_weighted_mean_exp(logits, mask, log_weights=None):
         count = mask.sum(dim=-1).clamp_min(1).to(logits.dtype)
         return _masked_logsumexp(logits, mask) - torch.log(count)
     log_weights = log_weights.expand_as(logits)
-    return _masked_logsumexp(logits + log_weights, mask) - _masked_logsumexp(log_weights, mask)
+    log_total = _masked_logsumexp(log_weights, mask)
+    # a row with no candidate: -inf (not -inf - -inf = NaN)
+    log_total = torch.where(torch.isfinite(log_total), log_total, torch.zeros_like(log_total))
+    return _masked_logsumexp(logits + log_weights, mask) - log_total
 
 
 def biased_log_negative_score(

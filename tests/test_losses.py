@@ -260,16 +260,25 @@ def test_log_domain_stays_finite_at_small_temperature():
     )
 
 
-def test_empty_pool_and_fully_masked_rows_give_finite_loss_and_grads():
+@pytest.mark.parametrize("weighted", [False, True])
+def test_empty_pool_and_fully_masked_rows_give_finite_loss_and_grads(weighted):
     neg = torch.zeros(2, 3, requires_grad=True)
     pos = torch.zeros(2, 2, requires_grad=True)
     pool = torch.tensor([[False, False, False], [True, True, True]])
     observed = torch.tensor([[False, False, False], [True, True, True]])
-    log_f, clamped = losses.debiased_log_negative_score(neg, pool, observed, pos, 0.1, TAU)
+    log_w = torch.tensor([0.0, -1.0, 2.0]) if weighted else None
+    log_f, clamped = losses.debiased_log_negative_score(
+        neg, pool, observed, pos, 0.1, TAU, log_weights=log_w
+    )
     assert log_f[0].item() == float("-inf")  # no negatives at all: no negative term
     assert clamped[1]  # every negative observed: the bound
-    loss = losses.contrastive_loss(pos[:, 0], log_f) + losses.auxiliary_loss(
-        pos, neg, pool, masked=observed
+    biased = losses.biased_log_negative_score(neg, pool, log_w)
+    assert biased[0].item() == float("-inf")
+    loss = (
+        losses.contrastive_loss(pos[:, 0], log_f)
+        + losses.contrastive_loss(pos[:, 0], biased)
+        + losses.auxiliary_loss(pos, neg, pool, masked=observed, log_weights=log_w)
+        + losses.bpr_loss(pos[:, 0], neg, pool, log_w)
     )
     loss.backward()
     assert (
