@@ -32,7 +32,7 @@ setup(
     package_dir={"recbole_hdccf.properties": "properties"},
     package_data={"recbole_hdccf.properties": ["*.yaml", "*/*.yaml", "hyper/*.hyper"]},
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest>=8", "hypothesis>=6", "ruff>=0.6"]},
+    extras_require={"test": ["pytest>=8", "hypothesis>=6", "ruff==0.17.6"]},
     entry_points={
         "console_scripts": [
             "recbole-hdccf-prepare=recbole_hdccf.prepare:main",
