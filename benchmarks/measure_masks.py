@@ -36,23 +36,14 @@ def main() -> None:
     from recbole.data import create_dataset, data_preparation
 
     import recbole_hdccf  # noqa: F401
+    from recbole_hdccf.paths import protocol_file
     from recbole_hdccf.sampler import TrainGraph
 
     config = Config(
         model="HDCCF",
         dataset=args.dataset,
-        config_dict={
-            "data_path": data_path,
-            "show_progress": False,
-            "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
-            "item_inter_num_interval": "[5,inf)",
-            "eval_args": {
-                "split": {"LS": "valid_and_test"},
-                "order": "TO",
-                "group_by": "user",
-                "mode": "uni99",
-            },
-        },
+        config_file_list=[str(protocol_file("paper"))],
+        config_dict={"data_path": data_path, "show_progress": False},
     )
     train, _, _ = data_preparation(config, create_dataset(config))
     graph = TrainGraph.from_dataset(train._dataset)
