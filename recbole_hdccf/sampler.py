@@ -109,12 +109,27 @@ class TrainGraph:
         offset = np.floor(rng.random(size) * degree).astype(np.int64)
         return indices[start + offset]
 
+    # Up to this many (user, item) cells, membership is a lookup in a dense bool table
+    # (ml-1m: 20 MiB), else a binary search in the sorted keys.
+    DENSE_LOOKUP_CELLS = 2**26
+
     def contains(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Whether each (user, item) is a training interaction. Tensors of equal shape -> bool."""
-        keys = torch.as_tensor(self.keys, device=users.device)
         query = users.long() * self.n_items + items.long()
+        if self.n_users * self.n_items <= self.DENSE_LOOKUP_CELLS:
+            table = self._dense_table(users.device)
+            return table[query]
+        keys = torch.as_tensor(self.keys, device=users.device)
         pos = torch.searchsorted(keys, query).clamp_max(len(keys) - 1)
         return keys[pos] == query
+
+    def _dense_table(self, device) -> torch.Tensor:
+        table = getattr(self, "_table", None)
+        if table is None or table.device != torch.device(device):
+            table = torch.zeros(self.n_users * self.n_items, dtype=torch.bool, device=device)
+            table[torch.as_tensor(self.keys, device=device)] = True
+            self._table = table
+        return table
 
     def _dense_rows(self, ids: torch.Tensor, kind: str) -> torch.Tensor:
         indptr, indices, width = (

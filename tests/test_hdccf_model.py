@@ -243,3 +243,22 @@ def test_scores_are_bounded_and_gradients_reach_every_parameter(base):
     for name, parameter in model.named_parameters():
         assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
         assert parameter.grad.abs().sum() > 0, name
+
+
+def test_membership_lookup_agrees_between_dense_table_and_binary_search(monkeypatch):
+    from recbole_hdccf.sampler import TrainGraph
+
+    rng = np.random.default_rng(3)
+    users, items = rng.integers(1, 30, 400), rng.integers(1, 50, 400)
+    graph = TrainGraph(users, items, n_users=30, n_items=50)
+    qu = torch.as_tensor(rng.integers(0, 30, (20, 25)))
+    qi = torch.as_tensor(rng.integers(0, 50, (20, 25)))
+    expected = torch.tensor(
+        [
+            [(u, i) in set(zip(users, items, strict=True)) for u, i in zip(ru, ri, strict=True)]
+            for ru, ri in zip(qu.tolist(), qi.tolist(), strict=True)
+        ]
+    )
+    assert torch.equal(graph.contains(qu, qi), expected)  # dense table
+    monkeypatch.setattr(TrainGraph, "DENSE_LOOKUP_CELLS", 0)
+    assert torch.equal(graph.contains(qu, qi), expected)  # binary search
