@@ -265,27 +265,11 @@ class HDCCF(GeneralRecommender):
 
         parts = [ui]
         if s.lambda_u > 0:
-            mask = self._aux_mask(g["user_observed"], user, pool.users, self._users_share_item)
-            loss_uu = losses.auxiliary_loss(
-                self._own_block(g["uu"], own, p),
-                g["uu"],
-                candidates,
-                mask,
-                pos_mask=neighbor_users != user.unsqueeze(1),
-                log_weights=user_w,
-            )
-            parts.append(s.lambda_u * loss_uu)
+            side = (g["uu"], g["user_observed"], user, pool.users, neighbor_users, user_w)
+            parts.append(s.lambda_u * self._auxiliary(*side, own, candidates, "user"))
         if s.lambda_i > 0:
-            mask = self._aux_mask(g["item_observed"], item, pool.items, self._items_share_user)
-            loss_ii = losses.auxiliary_loss(
-                self._own_block(g["ii"], own, p),
-                g["ii"],
-                candidates,
-                mask,
-                pos_mask=neighbor_items != item.unsqueeze(1),
-                log_weights=item_w,
-            )
-            parts.append(s.lambda_i * loss_ii)
+            side = (g["ii"], g["item_observed"], item, pool.items, neighbor_items, item_w)
+            parts.append(s.lambda_i * self._auxiliary(*side, own, candidates, "item"))
         if scale is not None:
             parts = [part * scale for part in parts]
         return tuple(parts) if len(parts) > 1 else parts[0]
@@ -305,11 +289,26 @@ class HDCCF(GeneralRecommender):
             -torch.log(self._user_degree[pool.users]),
         )
 
-    def _users_share_item(self, anchors, pool_users):
-        return self.train_graph.share_neighbor(anchors, pool_users, kind="user")
+    def _auxiliary(self, logits, observed, anchors, pool_ids, neighbors, log_w, own, pool, kind):
+        """Eq. (5)/(26) for one side: user-user (``kind="user"``) or item-item (``"item"``).
 
-    def _items_share_user(self, anchors, pool_items):
-        return self.train_graph.share_neighbor(anchors, pool_items, kind="item")
+        ``logits`` [M, N] anchor-vs-pool similarities; ``observed`` [M, N] the eq. 25 mask of
+        that side; ``neighbors`` [M, P] the anchors' sampled positives (one equal to the anchor
+        itself is not a positive)."""
+        mask = self._aux_mask(
+            observed,
+            anchors,
+            pool_ids,
+            lambda a, o: self.train_graph.share_neighbor(a, o, kind=kind),
+        )
+        return losses.auxiliary_loss(
+            self._own_block(logits, own, neighbors.shape[1]),
+            logits,
+            pool,
+            mask,
+            pos_mask=neighbors != anchors.unsqueeze(1),
+            log_weights=log_w,
+        )
 
     # ------------------------------------------------------------------ inference
     def predict(self, interaction):

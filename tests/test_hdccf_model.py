@@ -262,3 +262,34 @@ def test_membership_lookup_agrees_between_dense_table_and_binary_search(monkeypa
     assert torch.equal(graph.contains(qu, qi), expected)  # dense table
     monkeypatch.setattr(TrainGraph, "DENSE_LOOKUP_CELLS", 0)
     assert torch.equal(graph.contains(qu, qi), expected)  # binary search
+
+
+def test_aux_mask_any_masks_negatives_sharing_a_neighbour(small_config_dict):
+    _, model, loader = _model_and_loader(small_config_dict, train_batch_size=24, aux_mask="any")
+    loader.set_epoch(0)
+    batch = next(iter(loader))
+    _, uu, ii = model.calculate_loss(batch)
+    g = _logits(model, batch)
+    pool = own_pool(batch[NEIGHBOR_ITEMS], batch[NEIGHBOR_USERS])
+    item_w, user_w = model._pool_log_weights(pool)
+    users, items = batch["user_id"], batch["item_id"]
+    p = batch[NEIGHBOR_ITEMS].shape[1]
+    graph = model.train_graph
+    expected_uu = losses.auxiliary_loss(
+        HDCCF._own_block(g["uu"], g["own"], p),
+        g["uu"],
+        g["pool"],
+        graph.share_neighbor(users, pool.users, kind="user"),
+        pos_mask=batch[NEIGHBOR_USERS] != users.unsqueeze(1),
+        log_weights=user_w,
+    )
+    expected_ii = losses.auxiliary_loss(
+        HDCCF._own_block(g["ii"], g["own"], p),
+        g["ii"],
+        g["pool"],
+        graph.share_neighbor(items, pool.items, kind="item"),
+        pos_mask=batch[NEIGHBOR_ITEMS] != items.unsqueeze(1),
+        log_weights=item_w,
+    )
+    assert torch.allclose(uu, model.settings.lambda_u * expected_uu, rtol=1e-6)
+    assert torch.allclose(ii, model.settings.lambda_i * expected_ii, rtol=1e-6)
