@@ -143,9 +143,20 @@ def run_one(spec: RunSpec, base: dict, workdir: Path) -> dict:
         "epochs_run": len(scores),
         "epochs_to_best": best_epoch,
         "total_seconds": total,
+        "time_budget_reached": bool(result.get("time_budget_reached")),
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_gpu_memory_mb": _peak_gpu_memory_mb(),
         "config": {k: _jsonable(v) for k, v in config.final_config_dict.items()},
     }
+
+
+def _peak_gpu_memory_mb():
+    """Peak memory torch allocated on the GPU, or None on a CPU run."""
+    import torch
+
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return torch.cuda.max_memory_allocated() / 2**20
 
 
 def _jsonable(value):
@@ -303,7 +314,9 @@ def write_outputs(out: Path, records: list[dict], labels: list[str]) -> None:
         "epochs_run",
         "epochs_to_best",
         "total_seconds",
+        "time_budget_reached",
         "peak_memory_mb",
+        "peak_gpu_memory_mb",
         "error",
     ]
     tmp = out / "runs.csv.tmp"

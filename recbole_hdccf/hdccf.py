@@ -10,9 +10,10 @@ Reference:
 No official code exists; this is a reference implementation. Choices where the paper is silent
 or garbled (each documented in README.md, "Implementation choices"):
 
-- Scores are bounded: ``p_u`` and ``q_i`` are L2-normalised, so ``|f(u, i)| <= 1`` (eq. 7 with
-  ``m in (0,1)^d``), which the clamp of eq. (16) presumes.
-- The clamp is ``max(F~, Q e^{-1/tau})``: the smallest value ``E[e^{f/tau}]`` can take. The
+- Scores are bounded: by default ``p_u`` and ``q_i`` are L2-normalised, so ``|f(u, i)| <= 1``
+  (eq. 7 with ``m in (0,1)^d``), which the clamp of eq. (16) presumes. With ``normalize: false``
+  each row's bound is ``B = ||p_u|| max ||q||`` (resp. ``||q_i|| max ||p||``) over the batch.
+- The clamp is ``max(F~, Q e^{-B/tau})``: the smallest value ``E[e^{f/tau}]`` can take. The
   paper prints ``e^{+1/tau}``, which with bounded scores freezes the negative term.
 - ``f`` for user-user and item-item pairs (eq. 5) is the cosine of the normalised embeddings
   ``p`` (resp. ``q``), with the same temperature.
@@ -58,6 +59,20 @@ def own_pool(neighbor_items: torch.Tensor, neighbor_users: torch.Tensor) -> Nega
     )
 
 
+def _score_bounds(p_u, q_i, p_n, q_n):
+    """Per-row bounds ``B`` on ``|f|`` for unnormalised embeddings, detached: ``(item side [M],
+    user side [M])``.
+
+    ``|f(u, i)| = |sum_c m_c^2 p_c q_c| <= ||p_u|| ||q_i||`` since ``m in (0, 1)^d``, so row
+    ``k``'s item candidates (its positive and the pool's items) score at most
+    ``||p_{u_k}|| max ||q||``, and its user candidates at most ``||q_{i_k}|| max ||p||``."""
+    with torch.no_grad():
+        p_norm, q_norm = p_u.norm(dim=-1), q_i.norm(dim=-1)
+        q_max = torch.maximum(q_norm.max(), q_n.norm(dim=-1).max())
+        p_max = torch.maximum(p_norm.max(), p_n.norm(dim=-1).max())
+        return p_norm * q_max, q_norm * p_max
+
+
 class HDCCF(GeneralRecommender):
     r"""HDCCF: contrastive CF with negative users and items drawn from the batch's sampled
     neighbours, user-user and item-item auxiliary losses, a debiased negative score and a neural
@@ -86,6 +101,7 @@ class HDCCF(GeneralRecommender):
         ):
             value = torch.as_tensor(degree, dtype=torch.float).clamp_min(1)
             self.register_buffer(name, value, persistent=False)
+            setattr(self, f"{name}_total", float(value[1:].sum()))  # D, without the padding id
 
         # define layers and loss
         self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)  # p_u
@@ -167,6 +183,8 @@ class HDCCF(GeneralRecommender):
             ),
             "own": own,
         }
+        if not self.settings.normalize:
+            out["item_bound"], out["user_bound"] = _score_bounds(p_u, q_i, p_n, q_n)
         if self.settings.lambda_u > 0:
             out["uu"] = (p_u @ p_n.T) / self.tau
         if self.settings.lambda_i > 0:
@@ -226,41 +244,43 @@ class HDCCF(GeneralRecommender):
             return self._zero_parts()
         p = neighbor_items.shape[1]
         pool = own_pool(neighbor_items, neighbor_users) if pool is None else pool
+        pool = self._with_uniform_negatives(pool)
         g = self.batch_logits(user, item, neighbor_items, neighbor_users, pool=pool)
         candidates, own = g["pool"], g["own"]
 
         item_w, user_w = self._pool_log_weights(pool)
+        sides = {
+            "items": ("item_grid", "item_observed", item_w, s.w_i_pos, "item_bound"),
+            "users": ("user_grid", "user_observed", user_w, s.w_u_pos, "user_bound"),
+        }
+        sides = [sides[key] for key in ("users", "items") if s.ui_negatives in (key, "both")]
         if s.ui_loss == "bpr":
-            ui = 0.5 * (
-                losses.bpr_loss(g["pos"], g["item_grid"], candidates, item_w)
-                + losses.bpr_loss(g["pos"], g["user_grid"], candidates, user_w)
-            )
+            ui = sum(
+                losses.bpr_loss(g["pos"], g[grid], candidates, w) for grid, _, w, _, _ in sides
+            ) / len(sides)
         elif s.debias:
             pos_col = g["pos"].unsqueeze(1)
-            log_f_items, _ = losses.debiased_log_negative_score(
-                g["item_grid"],
-                candidates,
-                g["item_observed"],
-                torch.cat([pos_col, self._own_block(g["item_grid"], own, p)], dim=1),
-                s.w_i_pos,
-                self.tau,
-                log_weights=item_w,
-            )
-            log_f_users, _ = losses.debiased_log_negative_score(
-                g["user_grid"],
-                candidates,
-                g["user_observed"],
-                torch.cat([pos_col, self._own_block(g["user_grid"], own, p)], dim=1),
-                s.w_u_pos,
-                self.tau,
-                log_weights=user_w,
-            )
-            ui = losses.contrastive_loss(g["pos"], log_f_users, log_f_items)
+            negative_scores = [
+                losses.debiased_log_negative_score(
+                    g[grid],
+                    candidates,
+                    g[observed],
+                    torch.cat([pos_col, self._own_block(g[grid], own, p)], dim=1),
+                    w_pos,
+                    self.tau,
+                    log_weights=w,
+                    score_bound=g.get(bound, 1.0),
+                )[0]
+                for grid, observed, w, w_pos, bound in sides
+            ]
+            ui = losses.contrastive_loss(g["pos"], *negative_scores)
         else:
             ui = losses.contrastive_loss(
                 g["pos"],
-                losses.biased_log_negative_score(g["user_grid"], candidates, user_w),
-                losses.biased_log_negative_score(g["item_grid"], candidates, item_w),
+                *[
+                    losses.biased_log_negative_score(g[grid], candidates, w)
+                    for grid, _, w, _, _ in sides
+                ],
             )
 
         parts = [ui]
@@ -274,6 +294,23 @@ class HDCCF(GeneralRecommender):
             parts = [part * scale for part in parts]
         return tuple(parts) if len(parts) > 1 else parts[0]
 
+    def _with_uniform_negatives(self, pool: NegativePool) -> NegativePool:
+        """``pool`` plus ``K = uniform_negatives`` items and ``K`` users drawn uniformly (with
+        replacement, from the torch generator) for the whole batch: a negative of every row
+        (owner ``-1``), masked like any candidate when it is an observed positive (eq. 25)."""
+        k = self.settings.uniform_negatives
+        if k == 0:
+            return pool
+        device = pool.items.device
+        items = torch.randint(1, self.n_items, (k,), device=device)
+        users = torch.randint(1, self.n_users, (k,), device=device)
+        return NegativePool(
+            torch.cat([pool.items, items]),
+            torch.cat([pool.users, users]),
+            torch.cat([pool.owner, torch.full((k,), -1, device=device, dtype=pool.owner.dtype)]),
+            pool.rows,
+        )
+
     def _pool_log_weights(self, pool):
         """Log importance weights of the pool's candidates, ``(items [N], users [N])``, or
         ``(None, None)`` for the raw pool (``pool_weighting: popularity``).
@@ -281,12 +318,23 @@ class HDCCF(GeneralRecommender):
         The pool draws a candidate in proportion to its training degree (Proposition 1), while
         the ideal loss the debiasing targets (eq. 13, 20) averages over uniformly drawn negatives
         (sec. 2.3). ``pool_weighting: uniform`` weights each candidate by ``1 / degree``, so
-        every negative term estimates that uniform average."""
+        every negative term estimates that uniform average.
+
+        With ``uniform_negatives: K`` the pool mixes the ``n`` in-batch candidates (density
+        ``n deg / D``, ``D`` the total degree) with ``K`` uniform ones (``K / #ids``); each
+        candidate gets the mixture's inverse density (the balance heuristic of multiple importance
+        sampling), which is ``1 / degree`` up to a constant when ``K = 0``."""
         if self.settings.pool_weighting != "uniform":
             return None, None
+        k = self.settings.uniform_negatives
+        n = pool.items.shape[0] - k
         return (
-            -torch.log(self._item_degree[pool.items]),
-            -torch.log(self._user_degree[pool.users]),
+            losses.uniform_pool_log_weights(
+                self._item_degree[pool.items], self._item_degree_total, self.n_items - 1, n, k
+            ),
+            losses.uniform_pool_log_weights(
+                self._user_degree[pool.users], self._user_degree_total, self.n_users - 1, n, k
+            ),
         )
 
     def _auxiliary(self, logits, observed, anchors, pool_ids, neighbors, log_w, own, pool, kind):

@@ -69,6 +69,7 @@ def debiased_log_negative_score(
     tau: float,
     clamp: bool = True,
     log_weights: torch.Tensor | None = None,
+    score_bound: float | torch.Tensor = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``log F~`` of eq. (15) with the weights of eq. (25) and the lower bound of eq. (16).
 
@@ -79,17 +80,19 @@ def debiased_log_negative_score(
             their ``pi_0`` is zero (eq. 25).
         pos_logits: [M, P+1] ``f / tau`` of the anchor's positives ``N^+ ∪ {u}`` (eq. 24).
         w_pos: ``omega^+``, the probability that an unobserved sample is a false negative.
-        tau: the temperature; the bound ``Q e^{-1/tau}`` assumes ``|f| <= 1``.
+        tau: the temperature.
         log_weights: optional importance weights of the candidates ([N] or [M, N], log); the
             unobserved candidates' plain mean in ``pi_0`` becomes their weighted mean.
+        score_bound: ``B`` with ``|f| <= B`` for every candidate of the row (a float, or [M]);
+            1 for normalised embeddings. The bound is ``Q e^{-B/tau}``.
 
     With ``Q = |N^-|`` (the paper's choice):
         ``pi_0 = Q 1[unobserved] / (omega^- #unobserved)``, ``pi_1 = Q omega^+ / (omega^- (P+1))``,
-        ``F~ = max(sum pi_0 e^{f^-/tau} - sum pi_1 e^{f^+/tau}, Q e^{-1/tau})``.
+        ``F~ = max(sum pi_0 e^{f^-/tau} - sum pi_1 e^{f^+/tau}, Q e^{-B/tau})``.
     The paper prints the bound as ``Q e^{+1/tau}``; with ``|f| <= 1`` every ``e^{f/tau}`` is at
     most ``e^{1/tau}``, so that bound would hold the estimate at a constant almost always and stop
-    all negative gradients. ``e^{-1/tau}`` is the smallest value ``E[e^{f/tau}]`` can take, the
-    bound of Chuang et al. (2020) that eq. (16) follows.
+    all negative gradients. ``e^{-B/tau}`` is the smallest value ``E[e^{f/tau}]`` can take when
+    ``|f| <= B``, the bound of Chuang et al. (2020) that eq. (16) follows.
 
     Returns:
         ``(log F~ [M], clamped [M] bool)``: ``clamped`` marks rows where the estimate fell below
@@ -102,7 +105,7 @@ def debiased_log_negative_score(
     log_q = torch.log(q)
     # no unobserved candidate gives log A = -inf (the logsumexp), not NaN.
     log_a = log_q - math.log(w_neg) + _log_weighted_mean_exp(neg_logits, valid, log_weights)
-    log_bound = log_q - 1.0 / tau
+    log_bound = log_q - torch.as_tensor(score_bound, dtype=neg_logits.dtype) / tau
     if w_pos > 0:
         log_b = (
             log_q
@@ -182,3 +185,25 @@ def bpr_loss(
         weights = weights * torch.exp(log_weights - log_weights.max()).expand_as(weights)
     per_row = (pairwise * weights).sum(dim=-1) / weights.sum(dim=-1).clamp_min(1e-30)
     return per_row.mean()
+
+
+def uniform_pool_log_weights(
+    degree: torch.Tensor, total_degree: float, n_ids: int, n_batch: int, n_uniform: int
+) -> torch.Tensor:
+    """Log importance weights that turn the pool's weighted mean into the uniform average.
+
+    Args:
+        degree: [N] training degree of each candidate (>= 1).
+        total_degree: ``D``, the sum of all training degrees (the in-batch draw is ``deg / D``).
+        n_ids: how many ids a uniform draw chooses from.
+        n_batch: ``n``, candidates drawn in-batch (each ``prop. to`` its degree, Proposition 1).
+        n_uniform: ``K``, candidates drawn uniformly.
+
+    Returns ``-log(n deg / D + K / n_ids)`` [N]: the inverse density of the mixture (the balance
+    heuristic of multiple importance sampling). The weighted means of :func:`biased_log_negative_score`
+    and :func:`debiased_log_negative_score` normalise by the weights' sum, so a constant factor
+    does not matter: ``K = 0`` is the plain ``1 / degree``.
+    """
+    if n_uniform == 0:
+        return -torch.log(degree)
+    return -torch.log(n_batch * degree / total_degree + n_uniform / n_ids)

@@ -7,15 +7,21 @@ Differences from ``recbole.quick_start.run_recbole`` (everything else is the sam
   :class:`~recbole_hdccf.settings.ConfigError` however the run is started;
 - the result also holds ``checkpoint`` (the saved model file), ``last_checkpoint`` (the end of
   epoch checkpoint to ``resume`` from, for trainers that write one, e.g. HDCCF's) and ``config``;
-- a model name neither the plugin nor RecBole knows fails first, with the list of plugin models.
+- a model name neither the plugin nor RecBole knows fails first, with the list of plugin models;
+- ``train_time_budget`` (seconds, any model, one process): training stops after the last
+  validation that leaves time for another epoch within the budget, and the best model so far is
+  tested, as if early stopping had fired (``result["time_budget_reached"]``). For fixed-cost
+  comparisons on lent machines; ``epochs`` and ``stopping_step`` still apply.
 Any RecBole model runs through it unchanged.
 """
 
 from __future__ import annotations
 
+import numbers
 import os
 import sys
 from logging import getLogger
+from time import monotonic
 
 import torch.distributed as dist
 from recbole.config import Config
@@ -32,7 +38,7 @@ from recbole.utils import (
 )
 
 from recbole_hdccf.registry import check_model_name
-from recbole_hdccf.settings import HDCCFSettings
+from recbole_hdccf.settings import ConfigError, HDCCFSettings
 
 # Plugin models whose settings can be checked from the Config alone.
 SETTINGS_CHECKS = {"HDCCF": HDCCFSettings.from_config}
@@ -44,6 +50,46 @@ def validate_config(config, world_size=None) -> None:
     check = SETTINGS_CHECKS.get(config["model"])
     if check is not None:
         check(config, world_size=world_size)
+    budget = config["train_time_budget"]
+    if budget is not None:
+        if isinstance(budget, bool) or not isinstance(budget, numbers.Real) or budget <= 0:
+            raise ConfigError(
+                f"train_time_budget={budget!r}: must be a positive number of seconds (or ~ for none)"
+            )
+        if (world_size or config["nproc"] or 1) > 1:
+            raise ConfigError(
+                f"train_time_budget={budget!r}: supported in single-process runs only (processes "
+                "could stop at different epochs); drop it or use nproc=1"
+            )
+
+
+class TimeBudgetReached(Exception):
+    """Raised from the validation callback to end ``Trainer.fit`` at the time budget."""
+
+    def __init__(self, epoch_idx: int, elapsed: float):
+        super().__init__(f"epoch {epoch_idx}, {elapsed:.0f} s")
+        self.epoch_idx, self.elapsed = epoch_idx, elapsed
+
+
+def with_time_budget(callback_fn, budget):
+    """``callback_fn`` that also raises :class:`TimeBudgetReached` after a validation when the
+    next epoch (as long as the longest so far) would end past ``budget`` seconds from the first
+    call's start. ``budget=None`` returns ``callback_fn`` unchanged."""
+    if budget is None:
+        return callback_fn
+    start = monotonic()
+    last = [start, 0.0]  # time of the previous validation, longest epoch so far
+
+    def callback(epoch_idx, valid_score):
+        if callback_fn:
+            callback_fn(epoch_idx, valid_score)
+        now = monotonic()
+        last[1] = max(last[1], now - last[0])
+        last[0] = now
+        if now - start + last[1] > budget:
+            raise TimeBudgetReached(epoch_idx, now - start)
+
+    return callback
 
 
 def run_recbole(
@@ -84,13 +130,22 @@ def run_recbole(
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     if resume:
         trainer.resume_checkpoint(resume)
-    best_valid_score, best_valid_result = trainer.fit(
-        train_data,
-        valid_data,
-        saved=saved,
-        show_progress=config["show_progress"],
-        callback_fn=callback_fn,
-    )
+    budget_reached = False
+    try:
+        best_valid_score, best_valid_result = trainer.fit(
+            train_data,
+            valid_data,
+            saved=saved,
+            show_progress=config["show_progress"],
+            callback_fn=with_time_budget(callback_fn, config["train_time_budget"]),
+        )
+    except TimeBudgetReached as stop:
+        budget_reached = True
+        logger.info(
+            f"train_time_budget={config['train_time_budget']} s reached after epoch "
+            f"{stop.epoch_idx} ({stop.elapsed:.0f} s): testing the best model so far"
+        )
+        best_valid_score, best_valid_result = trainer.best_valid_score, trainer.best_valid_result
     test_result = trainer.evaluate(
         test_data, load_best_model=saved, show_progress=config["show_progress"]
     )
@@ -110,6 +165,7 @@ def run_recbole(
         "test_result": test_result,
         "checkpoint": trainer.saved_model_file if saved else None,
         "last_checkpoint": _last_checkpoint(trainer) if saved else None,
+        "time_budget_reached": budget_reached,
         "config": config,
     }
     if not config["single_spec"]:

@@ -8,9 +8,6 @@ Contradictions. A value differing from its default counts as given. Two given se
 when one makes the other impossible or without effect (a setting that silently does nothing
 hides a mistake):
 
-- ``normalize: false`` with ``debias: true`` and the contrastive ``ui_loss`` (as in effect, after
-  the ablation): the bound ``Q e^{-1/tau}`` of eq. (16) needs ``|f| <= 1``, which only normalised
-  embeddings guarantee;
 - ``modulation_hidden`` non-empty with ``modulation: false``: no network to give layers to;
 - ``w_u_pos`` / ``w_i_pos`` given with ``debias: false`` or ``ui_loss: bpr``: only the debiased
   contrastive loss reads them;
@@ -23,8 +20,8 @@ Not contradictions: ``ui_loss: bpr`` with ``debias: false`` (BPR+ is biased anyw
 only decides the auxiliary losses' masks) or with ``debias: true``; ``gather_negatives: true`` in a
 single process (a no-op, so one config serves both); an ablation on top of settings that only the
 switched-off part reads (``ablation: biased`` with ``w_u_pos: 0.2``: ablations run over a tuned
-configuration). Except for the first, the checks above see the given switches, not the
-ablation's.
+configuration). The checks above see the given switches, not the ablation's;
+``normalize: false`` with the debiased loss is allowed (the clamp then uses the batch's norms).
 """
 
 from __future__ import annotations
@@ -43,6 +40,7 @@ ABLATIONS = {
 }
 AUX_MASKS = ("item", "any", "none")
 UI_LOSSES = ("contrastive", "bpr")
+UI_NEGATIVES = ("both", "items", "users")
 POOL_WEIGHTINGS = ("popularity", "uniform")
 
 
@@ -65,7 +63,9 @@ class HDCCFSettings:
     w_i_pos: float = 0.05
     aux_mask: str = "item"
     ui_loss: str = "contrastive"
+    ui_negatives: str = "both"
     pool_weighting: str = "uniform"
+    uniform_negatives: int = 0
     ablation: str | None = None
     full_sort_memory_mb: int = 512
     train_batch_size: int = 256
@@ -120,13 +120,19 @@ class HDCCFSettings:
         self._check_types()
         self._check_ranges()
         self._check_given(world_size)
-        self.resolved()._check_effective()
+        self.resolved()  # an ablation contradicting a given switch raises here
 
     def _fail(self, key, allowed):
         raise ConfigError(f"{key}={getattr(self, key)!r}: {allowed}")
 
     def _check_types(self) -> None:
-        for key in ("embedding_size", "neighbor_num", "train_batch_size", "full_sort_memory_mb"):
+        for key in (
+            "embedding_size",
+            "neighbor_num",
+            "train_batch_size",
+            "full_sort_memory_mb",
+            "uniform_negatives",
+        ):
             if not _is_int(getattr(self, key)):
                 self._fail(key, "must be an integer")
         for key in ("tau", "lambda_u", "lambda_i", "w_u_pos", "w_i_pos"):
@@ -138,7 +144,12 @@ class HDCCFSettings:
         hidden = self.modulation_hidden
         if not isinstance(hidden, (list, tuple)) or any(not _is_int(h) or h <= 0 for h in hidden):
             self._fail("modulation_hidden", "hidden layer sizes must be positive integers")
-        choices = {"aux_mask": AUX_MASKS, "ui_loss": UI_LOSSES, "pool_weighting": POOL_WEIGHTINGS}
+        choices = {
+            "aux_mask": AUX_MASKS,
+            "ui_loss": UI_LOSSES,
+            "ui_negatives": UI_NEGATIVES,
+            "pool_weighting": POOL_WEIGHTINGS,
+        }
         for key, allowed in choices.items():
             if not isinstance(getattr(self, key), str) or getattr(self, key) not in allowed:
                 self._fail(key, f"choose one of {list(allowed)}")
@@ -160,6 +171,12 @@ class HDCCFSettings:
         for key in ("lambda_u", "lambda_i"):
             if getattr(self, key) < 0:
                 self._fail(key, "an auxiliary loss weight must be >= 0 (0 switches the loss off)")
+        if self.uniform_negatives < 0:
+            self._fail(
+                "uniform_negatives",
+                "must be an integer >= 0 (uniformly drawn items and users added to each batch's "
+                "negatives; 0 = the paper's in-batch negatives only)",
+            )
         if self.train_batch_size < 2:
             self._fail(
                 "train_batch_size", "must be >= 2: the other rows of a batch are the negatives"
@@ -171,15 +188,6 @@ class HDCCFSettings:
 
     def _given(self, key) -> bool:
         return getattr(self, key) != _DEFAULTS[key]
-
-    def _check_effective(self) -> None:
-        """Contradictions of the settings in effect (after the ablation)."""
-        if not self.normalize and self.debias and self.ui_loss == "contrastive":
-            raise ConfigError(
-                "normalize=False with debias=True: the lower bound Q e^{-1/tau} of the debiased "
-                "loss needs |f| <= 1, which only normalized embeddings guarantee; set "
-                "normalize: true or debias: false"
-            )
 
     def _check_given(self, world_size: int) -> None:
         """Contradictions among the given switches (before the ablation)."""

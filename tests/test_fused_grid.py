@@ -23,6 +23,7 @@ from recbole_hdccf.similarity import (
     ModulationNet,
     grid_impl,
     grid_scores,
+    resolve_impl,
     unique_rows,
 )
 
@@ -213,6 +214,21 @@ def test_auto_uses_fused_for_single_layer(monkeypatch):
     with grid_impl("reference"):
         grid_scores(p, q, e_u, e_i, modulation)
     assert calls == [1]
+
+
+def test_auto_picks_by_device():
+    """auto: fused with dedup on CPU; the reference path without dedup on a GPU, where the
+    measured step is launch-bound (docs/speed.md). Explicit choices are kept."""
+    single, hidden = ModulationNet(4), ModulationNet(4, hidden=[3])
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_impl("auto", None, cpu, single) == ("fused", True)
+    assert resolve_impl("auto", None, cpu, hidden) == ("reference", True)
+    assert resolve_impl("auto", None, cuda, single) == ("reference", False)
+    assert resolve_impl("fused", None, cuda, single) == ("fused", True)
+    assert resolve_impl("reference", None, cpu, single) == ("reference", False)
+    assert resolve_impl("auto", True, cuda, single) == ("reference", True)
+    with pytest.raises(ValueError, match="choose one of"):
+        resolve_impl("fast", None, cpu, single)
 
 
 def test_hidden_layers_use_the_reference_path():

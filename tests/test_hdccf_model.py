@@ -189,6 +189,53 @@ def test_biased_ablation_is_eq1_and_eq5_on_the_same_scores(base):
     assert not torch.allclose(ui, model.calculate_loss(batch)[0])
 
 
+def _variant(config_dict, base_model, **overrides):
+    _, model, _ = _model_and_loader(config_dict, train_batch_size=24, **overrides)
+    model.load_state_dict(base_model.state_dict())
+    return model
+
+
+@pytest.mark.parametrize("side", ["items", "users"])
+def test_ui_negatives_keeps_one_side_of_eq1(base, side):
+    """ui_negatives=items (users): eq. 1/14 with F^i (F^u) alone, on the same scores and
+    weights, in the debiased, biased and BPR+ forms; the auxiliary losses are unchanged."""
+    config_dict, model, batch = base
+    g = _logits(model, batch)
+    p = batch[NEIGHBOR_ITEMS].shape[1]
+    item_w, user_w = model._pool_log_weights(own_pool(batch[NEIGHBOR_ITEMS], batch[NEIGHBOR_USERS]))
+    grid, observed, w, w_pos = (
+        ("item_grid", "item_observed", item_w, model.settings.w_i_pos)
+        if side == "items"
+        else ("user_grid", "user_observed", user_w, model.settings.w_u_pos)
+    )
+    full_ui, full_uu, full_ii = model.calculate_loss(batch)
+
+    ui, uu, ii = _variant(config_dict, model, ui_negatives=side).calculate_loss(batch)
+    log_f, _ = losses.debiased_log_negative_score(
+        g[grid],
+        g["pool"],
+        g[observed],
+        torch.cat([g["pos"].unsqueeze(1), HDCCF._own_block(g[grid], g["own"], p)], dim=1),
+        w_pos,
+        model.tau,
+        log_weights=w,
+    )
+    torch.testing.assert_close(ui, losses.contrastive_loss(g["pos"], log_f))
+    assert ui < full_ui  # one negative term fewer in the denominator
+    torch.testing.assert_close((uu, ii), (full_uu, full_ii))
+
+    ui, _, _ = _variant(config_dict, model, ui_negatives=side, debias=False).calculate_loss(batch)
+    expected = losses.contrastive_loss(
+        g["pos"], losses.biased_log_negative_score(g[grid], g["pool"], w)
+    )
+    torch.testing.assert_close(ui, expected)
+
+    loss = _variant(config_dict, model, ui_negatives=side, ablation="bpr_plus").calculate_loss(
+        batch
+    )
+    torch.testing.assert_close(loss, losses.bpr_loss(g["pos"], g[grid], g["pool"], w))
+
+
 def test_bpr_plus_is_bpr_on_the_same_scores_and_negatives(base):
     config_dict, model, batch = base
     loss = _ablated(config_dict, model, "bpr_plus").calculate_loss(batch)
@@ -243,6 +290,89 @@ def test_scores_are_bounded_and_gradients_reach_every_parameter(base):
     for name, parameter in model.named_parameters():
         assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
         assert parameter.grad.abs().sum() > 0, name
+
+
+def test_unnormalized_bounds_hold_and_feed_the_debiased_clamp(small_config_dict, monkeypatch):
+    """normalize=False: each row's bound B covers |f| of its positive and of every pool candidate
+    (scaled embeddings, so B >> 1), and the debiased loss receives exactly these bounds."""
+    config, model, loader = _model_and_loader(
+        small_config_dict, train_batch_size=24, normalize=False
+    )
+    with torch.no_grad():
+        model.user_embedding.weight.mul_(7.0)
+        model.item_embedding.weight.mul_(3.0)
+    loader.set_epoch(0)
+    batch = next(iter(loader))
+    g = _logits(model, batch)
+    tau = model.tau
+    item_bound, user_bound = g["item_bound"], g["user_bound"]
+    assert not item_bound.requires_grad and (item_bound > 1).all()
+    assert (g["item_grid"].abs() * tau <= item_bound[:, None] + 1e-5).all()
+    assert (g["user_grid"].abs() * tau <= user_bound[:, None] + 1e-5).all()
+    assert (g["pos"].abs() * tau <= torch.minimum(item_bound, user_bound) + 1e-5).all()
+    # the bounds are tight up to the modulation: B is the product of the largest norms
+    p_norm = model.user_embedding(batch["user_id"]).norm(dim=-1)
+    items = torch.cat([batch["item_id"], batch[NEIGHBOR_ITEMS].reshape(-1)])
+    expected = p_norm * model.item_embedding(items).norm(dim=-1).max()
+    torch.testing.assert_close(item_bound, expected.detach())
+
+    seen = []
+    original = losses.debiased_log_negative_score
+
+    def spy(*args, score_bound=1.0, **kwargs):
+        seen.append(score_bound)
+        return original(*args, score_bound=score_bound, **kwargs)
+
+    monkeypatch.setattr(losses, "debiased_log_negative_score", spy)
+    loss = sum(model.calculate_loss(batch))
+    assert torch.isfinite(loss)
+    torch.testing.assert_close(seen[0], user_bound)  # the user side first, as in eq. (1)
+    torch.testing.assert_close(seen[1], item_bound)
+
+
+def test_uniform_negatives_join_every_rows_pool_with_mixture_weights(
+    small_config_dict, monkeypatch
+):
+    """uniform_negatives=K: K extra items and users, a negative of every row (never one of its
+    own neighbours), masked when observed, weighted by the mixture's inverse density."""
+    k = 7
+    config, model, loader = _model_and_loader(
+        small_config_dict, train_batch_size=24, uniform_negatives=k
+    )
+    loader.set_epoch(0)
+    batch = next(iter(loader))
+    seen = {}
+    original = model.batch_logits
+
+    def spy(*args, pool=None, **kwargs):
+        seen["pool"] = pool
+        seen["g"] = original(*args, pool=pool, **kwargs)
+        return seen["g"]
+
+    monkeypatch.setattr(model, "batch_logits", spy)
+    torch.manual_seed(3)
+    loss = sum(model.calculate_loss(batch))
+    pool, g = seen["pool"], seen["g"]
+    n = batch[NEIGHBOR_ITEMS].numel()
+    assert pool.items.shape[0] == n + k and pool.users.shape[0] == n + k
+    assert (pool.owner[n:] == -1).all() and g["pool"][:, n:].all()
+    assert ((pool.items[n:] >= 1) & (pool.items[n:] < model.n_items)).all()
+    observed = model.train_graph.contains(
+        batch["user_id"].unsqueeze(1).expand(-1, k), pool.items[n:].expand(24, -1)
+    )
+    assert torch.equal(g["item_observed"][:, n:], observed)
+    item_w, _ = model._pool_log_weights(pool)
+    degree = model._item_degree[pool.items]
+    expected = -torch.log(n * degree / model._item_degree[1:].sum() + k / (model.n_items - 1))
+    torch.testing.assert_close(item_w, expected)
+    assert torch.isfinite(loss)
+    loss.backward()
+
+    # K = 0 keeps the pool and the loss of the batch's own neighbours
+    config0, model0, _ = _model_and_loader(small_config_dict, train_batch_size=24)
+    model0.load_state_dict(model.state_dict())
+    pool0 = own_pool(batch[NEIGHBOR_ITEMS], batch[NEIGHBOR_USERS])
+    assert model0._with_uniform_negatives(pool0) is pool0
 
 
 def test_membership_lookup_agrees_between_dense_table_and_binary_search(monkeypatch):

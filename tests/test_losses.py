@@ -245,6 +245,31 @@ def test_clamp_is_active_exactly_below_the_bound():
         assert (neg.grad[row].abs().sum().item() == 0) == is_clamped
 
 
+def test_clamp_uses_each_rows_score_bound():
+    """score_bound B (per row) moves the bound to Q e^{-B/tau}: the same estimate is clamped
+    under B = 0.5 and not under B = 3."""
+    tau, w = 0.5, 0.5
+    f_neg, f_pos = -0.9, -1.2
+    est = 2 / (1 - w) * math.exp(f_neg / tau) - 2 * w / (1 - w) * math.exp(f_pos / tau)
+    bounds = [0.5, 3.0]
+    assert 2 * math.exp(-bounds[1] / tau) < est < 2 * math.exp(-bounds[0] / tau)
+    neg = _t([[f_neg, 0.0]] * 2) / tau
+    observed = torch.tensor([[False, True]] * 2)
+    pos = _t([[f_pos]] * 2) / tau
+    pool = torch.ones(2, 2, dtype=torch.bool)
+    log_f, clamped = losses.debiased_log_negative_score(
+        neg, pool, observed, pos, w, tau, score_bound=_t(bounds)
+    )
+    assert clamped.tolist() == [True, False]
+    assert torch.exp(log_f).tolist() == pytest.approx([2 * math.exp(-bounds[0] / tau), est])
+    # the float default is the normalised bound B = 1
+    default, _ = losses.debiased_log_negative_score(neg, pool, observed, pos, w, tau)
+    explicit, _ = losses.debiased_log_negative_score(
+        neg, pool, observed, pos, w, tau, score_bound=_t([1.0, 1.0])
+    )
+    torch.testing.assert_close(default, explicit)
+
+
 def test_log_domain_stays_finite_at_small_temperature():
     tau = 0.01  # e^{1/tau} = e^100 overflows float32
     torch.manual_seed(0)
@@ -329,3 +354,32 @@ def test_importance_weights_turn_sums_into_weighted_means():
         _t(neg) / TAU, pool, torch.zeros(4, dtype=torch.float64)
     )
     assert torch.allclose(flat, losses.biased_log_negative_score(_t(neg) / TAU, pool))
+
+
+def test_mixture_weights_recover_the_uniform_average():
+    """In-batch candidates drawn prop. to degree plus K uniform ones: the weighted mean with
+    uniform_pool_log_weights estimates the uniform average of e^f (the unweighted mean does not).
+    K = 0 is exactly -log(degree)."""
+    rng = np.random.default_rng(7)
+    n_ids, n, k, trials = 50, 40, 20, 4000
+    degree = rng.integers(1, 60, n_ids).astype(float)
+    values = np.exp(rng.normal(0, 1, n_ids) + 0.02 * degree)  # e^f, higher for popular ids
+    target = values.mean()
+    batch = rng.choice(n_ids, size=(trials, n), p=degree / degree.sum())
+    uniform = rng.integers(0, n_ids, size=(trials, k))
+    ids = np.concatenate([batch, uniform], axis=1)
+    log_w = losses.uniform_pool_log_weights(
+        torch.from_numpy(degree[ids]), degree.sum(), n_ids, n, k
+    ).numpy()
+    w = np.exp(log_w)
+    weighted = (w * values[ids]).sum(axis=1) / w.sum(axis=1)
+    stderr = weighted.std(ddof=1) / np.sqrt(trials)
+    # self-normalised: bias O(1/(n+k)), well inside the tolerance at these sizes
+    assert abs(weighted.mean() - target) < max(4 * stderr, 0.01 * target)
+    plain = values[ids].mean(axis=1)
+    assert plain.mean() - target > 20 * plain.std(ddof=1) / np.sqrt(trials)
+
+    d = torch.tensor([1.0, 2.0, 5.0])
+    torch.testing.assert_close(losses.uniform_pool_log_weights(d, 8.0, 3, 4, 0), -torch.log(d))
+    expected = -torch.log(4 * d / 8.0 + 2 / 3)
+    torch.testing.assert_close(losses.uniform_pool_log_weights(d, 8.0, 3, 4, 2), expected)

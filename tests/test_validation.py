@@ -34,6 +34,9 @@ BAD_VALUES = [
     ("w_u_pos", 1.0, r"\[0, 1\)"),
     ("w_u_pos", -0.01, r"\[0, 1\)"),
     ("w_i_pos", 1.5, r"\[0, 1\)"),
+    ("uniform_negatives", -1, "integer >= 0"),
+    ("ui_negatives", "item", "choose one of"),
+    ("uniform_negatives", 2.5, "must be an integer"),
     ("neighbor_num", 0, ">= 1"),
     ("neighbor_num", 1.5, "integer"),
     ("neighbor_num", True, "integer"),
@@ -72,7 +75,6 @@ def test_defaults_are_valid():
 
 # ------------------------------------------------------------------ contradictions
 CONTRADICTIONS = [
-    ({"normalize": False}, "normalize=False with debias=True"),
     ({"modulation": False, "modulation_hidden": [8]}, "modulation_hidden=.*modulation=False"),
     ({"debias": False, "w_u_pos": 0.2}, "w_u_pos=0.2: has no effect with debias=False"),
     ({"ui_loss": "bpr", "w_i_pos": 0.1}, "w_i_pos=0.1: has no effect with ui_loss='bpr'"),
@@ -90,8 +92,9 @@ def test_contradictions_are_errors(values, message):
 
 
 CONSISTENT = [
+    {"normalize": False},  # the debiased clamp then bounds |f| by the batch's norms
     {"normalize": False, "debias": False},
-    {"normalize": False, "ui_loss": "bpr"},  # the bound belongs to the contrastive loss only
+    {"normalize": False, "ui_loss": "bpr"},
     {"ui_loss": "bpr", "debias": False},  # BPR+ is biased anyway
     {"ui_loss": "bpr"},
     {"ablation": "biased", "w_u_pos": 0.2},  # an ablation over a tuned configuration
@@ -232,6 +235,9 @@ NUMERIC_CASES = {
     "unnormalized, biased": {"normalize": False, "debias": False},
     "unnormalized, biased, tau=0.01": {"normalize": False, "debias": False, "tau": 0.01},
     "unnormalized BPR+": {"normalize": False, "ablation": "bpr_plus"},
+    "unnormalized, debiased": {"normalize": False},
+    "uniform negatives, tau=0.01": {"uniform_negatives": 16, "tau": 0.01},
+    "unnormalized, debiased, w_pos=0.9": {"normalize": False, "w_u_pos": 0.9, "w_i_pos": 0.9},
     "w_pos=0.9 (below the bound)": {"w_u_pos": 0.9, "w_i_pos": 0.9},
     "w_pos=0.9, tau=0.01": {"w_u_pos": 0.9, "w_i_pos": 0.9, "tau": 0.01},
 }

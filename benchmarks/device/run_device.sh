@@ -1,0 +1,101 @@
+#!/bin/bash
+# One prepared device run: environment preflight (fails fast), a CUDA check of the fused grid,
+# then ML-1M (paper + full protocol) and an ml-100k HDCCF sweep, all in parallel.
+# Usage (repo root): bash benchmarks/device/run_device.sh DEADLINE_S
+set -u
+DEADLINE=${1:-500}
+T0=$(date +%s)
+ROOT=$PWD
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT" /tmp/res /tmp/data/ml-1m
+elapsed() { echo $(($(date +%s) - T0)); }
+
+if [ -z "${LOCAL_TEST:-}" ]; then  # LOCAL_TEST=1: a dry run here (venv python, 1 epoch each)
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
+        .devkit/whl/*.whl || { echo "PIP FAILED"; exit 3; }
+fi
+export PYTHONPATH=/tmp/site:$ROOT/benchmarks/device/stub:$ROOT PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
+cp .devkit/datasets/ml-1m/* /tmp/data/ml-1m/ && gunzip -f /tmp/data/ml-1m/ml-1m.inter.gz
+
+python3 - <<'EOF' 2>&1 | tee "$OUT/preflight.txt"
+import numpy, pandas, scipy, sklearn, torch
+print("versions", numpy.__version__, pandas.__version__, scipy.__version__, sklearn.__version__,
+      torch.__version__, torch.cuda.is_available())
+import recbole_hdccf  # noqa
+from recbole.quick_start import run_recbole  # noqa
+import scipy.sparse, sklearn.metrics  # noqa
+# fused grid on CUDA against the reference (values and gradients)
+from recbole_hdccf.similarity import ModulationNet, grid_scores
+torch.manual_seed(0)
+d = 64
+dev = "cuda" if torch.cuda.is_available() else "cpu"
+mod = ModulationNet(d).to(dev).double()
+leaves = [torch.randn(n, d, device=dev, dtype=torch.float64, requires_grad=True)
+          for n in (37, 53, 37, 53)]
+ids = torch.randint(0, 53, (120,), device=dev)
+def run(impl):
+    for x in leaves + list(mod.parameters()):
+        x.grad = None
+    p, q, eu, ei = leaves[0], leaves[1][ids], leaves[2], leaves[3][ids]
+    g = grid_scores(p, q, eu, ei, mod, impl=impl)
+    (g * torch.linspace(-1, 1, g.numel(), device=dev, dtype=g.dtype).view_as(g)).sum().backward()
+    return g.detach(), [x.grad.clone() for x in leaves + list(mod.parameters())]
+if not torch.cuda.is_available():
+    print("PREFLIGHT OK (no CUDA: check skipped)")
+    raise SystemExit
+gf, grads_f = run("fused")
+gr, grads_r = run("reference")
+err = max([(gf - gr).abs().max().item()] + [(a - b).abs().max().item() for a, b in zip(grads_f, grads_r)])
+print("CUDA fused vs reference max abs diff (float64):", err)
+assert err < 1e-9, err
+print("PREFLIGHT OK")
+EOF
+grep -q "PREFLIGHT OK" "$OUT/preflight.txt" || { echo "PREFLIGHT FAILED"; exit 4; }
+nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv 2>&1 | tee -a "$OUT/preflight.txt"
+echo "preflight done at $(elapsed) s"
+
+bench() {  # name dataset protocol timeout models [extra args]
+    local name=$1 dataset=$2 protocol=$3 limit=$4 models=$5
+    shift 5
+    python3 -m recbole_hdccf.benchmark --dataset="$dataset" --protocol="$protocol" \
+        --seed_list=2020 --models="$models" --out="/tmp/res/$name" --timeout="$limit" "$@" \
+        > "/tmp/res/$name.log" 2>&1
+}
+LEFT=$((DEADLINE - $(elapsed) - 15))   # hard per-run timeout (the run is lost)
+BUDGET=$((LEFT - 110))                   # training budget: data loading and the test fit after
+HD_UN="normalize=False;tau=1.0"
+launch() {  # prefix dataset protocol "spec|epochs|stopping_step" ... (plain labels: caps go to --set)
+    local prefix=$1 dataset=$2 protocol=$3
+    shift 3
+    local extra=()
+    [ "$dataset" = ml-1m ] && extra+=(--data_path=/tmp/data)
+    for item in "$@"; do
+        IFS='|' read -r spec epochs stop <<< "$item"
+        [ -n "${LOCAL_TEST:-}" ] && epochs=1
+        n=$(echo "$spec" | tr -c 'A-Za-z0-9' '_')
+        bench "${prefix}_$n" "$dataset" "$protocol" $LEFT "$spec" "${extra[@]}" \
+            --set "epochs=$epochs" --set "stopping_step=$stop" \
+            --set "train_time_budget=$BUDGET" &
+    done
+}
+launch m1p ml-1m paper "HDCCF|300|5" "HDCCF[${HD_UN}]|300|5" "BPR|300|10" "NeuMF|300|10" \
+    "ENMF|300|10" "LightGCN|300|10" "SimpleX|300|10"
+launch m1f ml-1m full "HDCCF|300|5" "BPR|300|10" "LightGCN|300|10"
+launch k100 ml-100k paper "BPR|300|10" "HDCCF[${HD_UN}]|300|5" \
+    "HDCCF[normalize=False;tau=0.5]|300|5" "HDCCF[${HD_UN};train_batch_size=1024]|300|5" \
+    "HDCCF[${HD_UN};neighbor_num=4]|300|5"
+
+snapshot() {
+    tar czf "$OUT/results.tar.gz.tmp" -C /tmp/res --exclude='*.pth' --exclude='saved' . \
+        2>/dev/null && mv "$OUT/results.tar.gz.tmp" "$OUT/results.tar.gz"
+}
+while [ -n "$(jobs -r)" ] && [ "$(elapsed)" -lt "$DEADLINE" ]; do
+    sleep 20
+    snapshot
+    nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader >> "$OUT/gpu.txt" 2>&1
+    echo "t=$(elapsed)s running=$(jobs -r | wc -l) $(ls /tmp/res/*/runs/*.json 2>/dev/null | wc -l) done"
+done
+pkill -f recbole_hdccf.benchmark
+sleep 2
+snapshot
+echo "finished at $(elapsed) s"

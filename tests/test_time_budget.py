@@ -1,0 +1,74 @@
+"""``train_time_budget``: training ends at the budget and the best model so far is tested."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+import recbole_hdccf  # noqa: F401
+from recbole_hdccf import quick_start
+from recbole_hdccf.quick_start import run_recbole
+from recbole_hdccf.settings import ConfigError
+
+
+def _run(config_dict, **overrides):
+    epochs = []
+    result = run_recbole(
+        model="HDCCF",
+        dataset="tiny",
+        config_dict={**config_dict, "stopping_step": 100, **overrides},
+        callback_fn=lambda epoch_idx, score: epochs.append(epoch_idx),
+    )
+    return result, epochs
+
+
+def test_budget_stops_before_an_epoch_would_overrun_and_tests_the_best_model(
+    small_config_dict, monkeypatch
+):
+    """A fake clock advancing 10 s per reading: after epoch 1 (20 s), another 10 s epoch would
+    end at 30 s > 25 s, so training stops there. The result equals a 2-epoch run's."""
+    clock = itertools.count(0, 10)
+    monkeypatch.setattr(quick_start, "monotonic", lambda: float(next(clock)))
+    stopped, epochs = _run(small_config_dict, epochs=50, train_time_budget=25)
+    assert epochs == [0, 1]
+    assert stopped["time_budget_reached"]
+
+    monkeypatch.undo()
+    reference, reference_epochs = _run(small_config_dict, epochs=2)
+    assert reference_epochs == [0, 1] and not reference["time_budget_reached"]
+    assert stopped["test_result"] == reference["test_result"]
+    assert stopped["best_valid_result"] == reference["best_valid_result"]
+
+
+def test_no_budget_runs_every_epoch(small_config_dict):
+    result, epochs = _run(small_config_dict, epochs=3, train_time_budget=None)
+    assert epochs == [0, 1, 2] and not result["time_budget_reached"]
+
+
+@pytest.mark.parametrize(
+    "value,message",
+    [
+        (0, "train_time_budget=0: must be a positive number"),
+        (-5, "train_time_budget=-5: must be a positive number"),
+        ("soon", "train_time_budget='soon': must be a positive number"),
+        (True, "train_time_budget=True: must be a positive number"),
+    ],
+)
+def test_bad_budget_is_a_config_error(small_config_dict, value, message):
+    with pytest.raises(ConfigError, match=message):
+        run_recbole(
+            model="BPR",
+            dataset="tiny",
+            config_dict={**small_config_dict, "train_time_budget": value},
+        )
+
+
+def test_budget_in_a_distributed_run_is_refused(small_config_dict):
+    from recbole.config import Config
+
+    config = Config(
+        model="BPR", dataset="tiny", config_dict={**small_config_dict, "train_time_budget": 60}
+    )
+    with pytest.raises(ConfigError, match="single-process runs only"):
+        quick_start.validate_config(config, world_size=2)
