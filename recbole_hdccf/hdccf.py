@@ -10,13 +10,14 @@ Reference:
 No official code exists; this is a reference implementation. Choices where the paper is silent
 or garbled (each documented in README.md, "Implementation choices"):
 
-- Scores are bounded: by default ``p_u`` and ``q_i`` are L2-normalised, so ``|f(u, i)| <= 1``
-  (eq. 7 with ``m in (0,1)^d``), which the clamp of eq. (16) presumes. With ``normalize: false``
-  each row's bound is ``B = ||p_u|| max ||q||`` (resp. ``||q_i|| max ||p||``) over the batch.
+- Scores: eq. 7's raw products by default (``normalize: false``); the clamp of eq. (16) then
+  uses each row's bound ``B = ||p_u|| max ||q||`` (resp. ``||q_i|| max ||p||``) over the batch,
+  since ``|f(u, i)| <= ||p_u|| ||q_i||`` with ``m in (0,1)^d``. ``normalize: true``
+  L2-normalises ``p_u`` and ``q_i``, so ``B = 1``.
 - The clamp is ``max(F~, Q e^{-B/tau})``: the smallest value ``E[e^{f/tau}]`` can take. The
   paper prints ``e^{+1/tau}``, which with bounded scores freezes the negative term.
-- ``f`` for user-user and item-item pairs (eq. 5) is the cosine of the normalised embeddings
-  ``p`` (resp. ``q``), with the same temperature.
+- ``f`` for user-user and item-item pairs (eq. 5) is the product of the embeddings ``p`` (resp.
+  ``q``; a cosine when normalised), with the same temperature.
 - ``D^{u-u}`` (eq. 27) for the anchor row (u, i): the in-batch negative users that are observed
   users of ``i`` (``aux_mask: item``); ``any`` masks users sharing any training item with ``u``
   (on ML-1M that is almost every user), ``none`` keeps all. The denominator of eq. (27) counts the
@@ -155,7 +156,7 @@ class HDCCF(GeneralRecommender):
         ``user_grid`` [M, N] ``f(u_j, i_k)`` over the pool; ``pool`` [M, N] (``j`` belongs to
         another row); ``own`` [M, N] (``j`` is one of row ``k``'s own ``P`` neighbours);
         ``item_observed`` / ``user_observed`` [M, N] (the pair is a training interaction);
-        ``uu`` / ``ii`` [M, N] cosine logits of the auxiliary losses.
+        ``uu`` / ``ii`` [M, N] logits of the auxiliary losses (``p . p`` and ``q . q``).
         """
         pool = own_pool(neighbor_items, neighbor_users) if pool is None else pool
         m, n = user.shape[0], pool.items.shape[0]

@@ -10,7 +10,8 @@ hides a mistake):
 
 - ``modulation_hidden`` non-empty with ``modulation: false``: no network to give layers to;
 - ``w_u_pos`` / ``w_i_pos`` given with ``debias: false`` or ``ui_loss: bpr``: only the debiased
-  contrastive loss reads them;
+  contrastive loss reads them; ``w_u_pos`` with ``ui_negatives: items`` (``w_i_pos`` with
+  ``users``): that side has no negatives;
 - ``aux_mask`` given with ``debias: false`` or with both auxiliary losses off;
 - an ablation and a switch it sets to another value (``ablation: wo_u`` with ``lambda_u: 0.5``);
 - ``train_batch_size < 2 W`` in a ``W``-process run without ``gather_negatives``: a process would
@@ -53,8 +54,8 @@ class HDCCFSettings:
     embedding_size: int = 64
     modulation: bool = True
     modulation_hidden: tuple[int, ...] = ()
-    normalize: bool = True
-    tau: float = 0.2
+    normalize: bool = False
+    tau: float = 1.0
     neighbor_num: int = 2
     lambda_u: float = 0.01
     lambda_i: float = 0.01
@@ -193,10 +194,12 @@ class HDCCFSettings:
         """Contradictions among the given switches (before the ablation)."""
         if self.modulation_hidden and not self.modulation:
             self._fail("modulation_hidden", "has no effect with modulation=False; drop one of them")
-        for key in ("w_u_pos", "w_i_pos"):
+        for key, side in (("w_u_pos", "items"), ("w_i_pos", "users")):
             if self._given(key) and (not self.debias or self.ui_loss == "bpr"):
                 reason = "debias=False" if not self.debias else "ui_loss='bpr'"
                 self._fail(key, f"has no effect with {reason}; drop one of them")
+            if self._given(key) and self.ui_negatives == side:
+                self._fail(key, f"has no effect with ui_negatives={side!r}; drop one of them")
         if self._given("aux_mask"):
             if not self.debias:
                 self._fail("aux_mask", "has no effect with debias=False; drop one of them")

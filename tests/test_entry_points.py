@@ -90,7 +90,7 @@ def test_key_value_overrides_reach_the_config(hdccf_cli_run):
     assert hdccf_cli_run["out"].returncode == 0, hdccf_cli_run["out"].stderr[-3000:]
     (log,) = (hdccf_cli_run["cwd"] / "log" / "HDCCF").glob("*.log")
     text = log.read_text(encoding="utf-8")
-    assert re.search(r"^tau = 0\.2$", text, flags=re.M), "tau = 0.2 not in the logged config"
+    assert re.search(r"^tau = 0\.2$", text, flags=re.M), "--tau=0.2 (default 1.0) not logged"
     assert re.search(r"^epochs = 1$", text, flags=re.M)
     assert re.search(r"^embedding_size = 16$", text, flags=re.M)  # from --config_files
 

@@ -265,10 +265,13 @@ def test_unmodulated_is_the_same_loss_with_an_all_ones_modulating_vector(base):
     ):
         assert torch.allclose(value, expected, rtol=1e-5)
     users, items = batch["user_id"], batch["item_id"]
+    dot = (unmodulated.user_embedding(users) * unmodulated.item_embedding(items)).sum(-1)
+    assert torch.allclose(unmodulated.forward(users, items), dot, atol=1e-6)
     cosine = torch.nn.functional.cosine_similarity(
         unmodulated.user_embedding(users), unmodulated.item_embedding(items)
     )
-    assert torch.allclose(unmodulated.forward(users, items), cosine, atol=1e-6)
+    normalized = _variant(config_dict, unmodulated, ablation="unmodulated", normalize=True)
+    assert torch.allclose(normalized.forward(users, items), cosine, atol=1e-6)
 
 
 def test_every_ablation_name_is_covered_and_contradictions_are_rejected(small_config_dict):
@@ -280,11 +283,11 @@ def test_every_ablation_name_is_covered_and_contradictions_are_rejected(small_co
 
 
 def test_scores_are_bounded_and_gradients_reach_every_parameter(base):
-    _, model, batch = base
-    g = _logits(model, batch)
-    tau = model.tau
+    config_dict, model, batch = base
+    g = _logits(_variant(config_dict, model, normalize=True, tau=0.2), batch)
+    assert not torch.allclose(g["pos"], _logits(model, batch)["pos"])  # the default is unbounded
     for key in ("pos", "item_grid", "user_grid", "uu", "ii"):
-        assert (g[key].abs() <= 1 / tau + 1e-5).all()
+        assert (g[key].abs() <= 1 / 0.2 + 1e-5).all()
     loss = sum(model.calculate_loss(batch))
     loss.backward()
     for name, parameter in model.named_parameters():

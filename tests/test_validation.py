@@ -78,6 +78,8 @@ CONTRADICTIONS = [
     ({"modulation": False, "modulation_hidden": [8]}, "modulation_hidden=.*modulation=False"),
     ({"debias": False, "w_u_pos": 0.2}, "w_u_pos=0.2: has no effect with debias=False"),
     ({"ui_loss": "bpr", "w_i_pos": 0.1}, "w_i_pos=0.1: has no effect with ui_loss='bpr'"),
+    ({"ui_negatives": "items", "w_u_pos": 0.1}, "w_u_pos=0.1: has no effect with ui_negatives"),
+    ({"ui_negatives": "users", "w_i_pos": 0.1}, "w_i_pos=0.1: has no effect with ui_negatives"),
     ({"debias": False, "aux_mask": "any"}, "aux_mask='any': has no effect with debias=False"),
     ({"lambda_u": 0, "lambda_i": 0, "aux_mask": "none"}, "aux_mask='none'.*lambda_u=lambda_i=0"),
     ({"ablation": "wo_u", "lambda_u": 0.5}, "ablation='wo_u' sets lambda_u"),
@@ -238,7 +240,7 @@ NUMERIC_CASES = {
     "unnormalized, debiased": {"normalize": False},
     "uniform negatives, tau=0.01": {"uniform_negatives": 16, "tau": 0.01},
     "unnormalized, debiased, w_pos=0.9": {"normalize": False, "w_u_pos": 0.9, "w_i_pos": 0.9},
-    "w_pos=0.9 (below the bound)": {"w_u_pos": 0.9, "w_i_pos": 0.9},
+    "w_pos=0.9 (below the bound)": {"w_u_pos": 0.9, "w_i_pos": 0.9, "normalize": True, "tau": 0.2},
     "w_pos=0.9, tau=0.01": {"w_u_pos": 0.9, "w_i_pos": 0.9, "tau": 0.01},
 }
 
@@ -263,8 +265,9 @@ def test_training_stays_finite(small_config_dict, values):
 
 
 def test_high_false_negative_rate_hits_the_bound(small_config_dict):
-    """w_pos=0.9 really drives the debiased estimate below Q e^{-1/tau} (the case above)."""
-    run = build_run("HDCCF", {**small_config_dict, "w_u_pos": 0.9, "w_i_pos": 0.9})
+    """w_pos=0.9 really drives the debiased estimate below Q e^{-1/tau} (normalised scores)."""
+    values = {"w_u_pos": 0.9, "w_i_pos": 0.9, "normalize": True, "tau": 0.2}
+    run = build_run("HDCCF", {**small_config_dict, **values})
     model, batch = run.model, next(iter(run.trainer.neighbor_loader(run.train_data)))
     p = batch[NEIGHBOR_ITEMS].shape[1]
     g = model.batch_logits(
