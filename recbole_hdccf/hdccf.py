@@ -153,8 +153,9 @@ class HDCCF(GeneralRecommender):
                 every row of the global batch.
 
         Returns a dict of tensors: ``pos`` [M]; ``item_grid`` [M, N] ``f(u_k, i_j)`` and
-        ``user_grid`` [M, N] ``f(u_j, i_k)`` over the pool; ``pool`` [M, N] (``j`` belongs to
-        another row); ``own`` [M, N] (``j`` is one of row ``k``'s own ``P`` neighbours);
+        ``user_grid`` [M, N] ``f(u_j, i_k)`` over the pool (each only when ``ui_negatives`` uses
+        that side); ``pool`` [M, N] (``j`` belongs to another row); ``own`` [M, N] (``j`` is one
+        of row ``k``'s own ``P`` neighbours);
         ``item_observed`` / ``user_observed`` [M, N] (the pair is a training interaction);
         ``uu`` / ``ii`` [M, N] logits of the auxiliary losses (``p . p`` and ``q . q``).
         """
@@ -167,14 +168,10 @@ class HDCCF(GeneralRecommender):
         p_n, e_n = self._user_repr(pool.users)
         q_n, e_n_items = self._item_repr(pool.items)
         pos = pair_scores(p_u, q_i, e_u, e_i, self.modulation)
-        item_grid = grid_scores(p_u, q_n, e_u, e_n_items, self.modulation)  # f(u_k, i_j)
-        user_grid = grid_scores(p_n, q_i, e_n, e_i, self.modulation).T  # f(u_j, i_k)
 
         graph = self.train_graph
         out = {
             "pos": pos / self.tau,
-            "item_grid": item_grid / self.tau,
-            "user_grid": user_grid / self.tau,
             "pool": ~own,
             "item_observed": graph.contains(
                 user.unsqueeze(1).expand(-1, n), pool.items.expand(m, -1)
@@ -184,6 +181,13 @@ class HDCCF(GeneralRecommender):
             ),
             "own": own,
         }
+        # the d x d bilinear grids, only for the sides eq. 1 uses (ui_negatives)
+        if self.settings.ui_negatives in ("items", "both"):
+            item_grid = grid_scores(p_u, q_n, e_u, e_n_items, self.modulation)  # f(u_k, i_j)
+            out["item_grid"] = item_grid / self.tau
+        if self.settings.ui_negatives in ("users", "both"):
+            user_grid = grid_scores(p_n, q_i, e_n, e_i, self.modulation).T  # f(u_j, i_k)
+            out["user_grid"] = user_grid / self.tau
         if not self.settings.normalize:
             out["item_bound"], out["user_bound"] = _score_bounds(p_u, q_i, p_n, q_n)
         if self.settings.lambda_u > 0:
