@@ -11,8 +11,14 @@ seeds. A model may carry settings of its own: ``HDCCF[ablation=wo_u]``, ``BPR[em
 
 Each (model, seed) runs in its own process, in ``OUT/runs/<run>/``; its result is
 ``OUT/runs/<run>.json``. A failed run is reported and the others go on; a benchmark started again
-skips the runs that finished. ``OUT/table.md``, ``OUT/runs.csv`` and ``OUT/runs.json`` are
-rewritten after every run.
+skips the runs that finished, and refuses to reuse one that ran with other settings.
+``OUT/table.md``, ``OUT/runs.csv`` and ``OUT/runs.json`` are rewritten after every run;
+``--report_only`` rewrites them from the finished runs without running anything (to merge runs
+that several benchmark processes wrote into one folder).
+
+The proposed model, whose improvement over the best baseline and p-value the table gives, is the
+first HDCCF label in ``--models`` (``--proposed`` picks another); every other HDCCF label is a
+variant, not a baseline.
 """
 
 from __future__ import annotations
@@ -168,7 +174,8 @@ def _jsonable(value):
 
 
 def _write_json(path: Path, data) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    # One temporary name per process: two benchmarks may share an output folder.
+    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
     os.replace(tmp, path)
 
@@ -245,11 +252,23 @@ def paired_p_value(a: list[float], b: list[float]) -> float | None:
     return float(stats.ttest_rel(a, b).pvalue)
 
 
-def markdown_table(records: list[dict], labels: list[str], proposed: str = PROPOSED) -> str:
+def model_of(label: str) -> str:
+    """``"HDCCF[tau=0.2]"`` -> ``"HDCCF"``."""
+    return label.split("[", 1)[0]
+
+
+def default_proposed(labels: list[str]) -> str:
+    """The first HDCCF label, else ``"HDCCF"`` (then the table has no improvement column)."""
+    return next((lb for lb in labels if model_of(lb) == PROPOSED), PROPOSED)
+
+
+def markdown_table(records: list[dict], labels: list[str], proposed: str | None = None) -> str:
     """The paper's Table 1 layout: metrics as rows, models as columns, mean ± std over seeds,
-    best in bold, best baseline underlined, the proposed model's improvement and p-value."""
+    best in bold, best baseline underlined, the proposed model's improvement and p-value.
+    Baselines are the labels of other models; HDCCF variants are shown but never a baseline."""
+    proposed = proposed or default_proposed(labels)
     summary = summarize(records, labels)
-    baselines = [lb for lb in labels if lb != proposed and not lb.startswith(proposed + "[")]
+    baselines = [lb for lb in labels if model_of(lb) != PROPOSED]
     header = ["Metric", *labels, "Imp.", "p (paired t, seeds)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for metric in METRICS:
@@ -289,6 +308,10 @@ def markdown_table(records: list[dict], labels: list[str], proposed: str = PROPO
         for run in summary[label]["failed"]:
             notes.append(f"- {label} seed {run['seed']} failed: {run.get('error', '')}")
     seeds = sorted({r["seed"] for r in records})
+    for label in labels:
+        have = summary[label]["seeds"]
+        if have and have != seeds:
+            notes.append(f"- {label}: seeds {have} only")
     notes.append(
         f"- mean ± std over seeds {seeds}; Imp. = {proposed} over the best baseline (underlined); "
         "p: two-sided paired t-test over seeds against that baseline."
@@ -302,7 +325,9 @@ def _paired(a: dict, b: dict, metric: str):
     return pick(a), pick(b)
 
 
-def write_outputs(out: Path, records: list[dict], labels: list[str]) -> None:
+def write_outputs(
+    out: Path, records: list[dict], labels: list[str], proposed: str | None = None
+) -> None:
     _write_json(out / "runs.json", records)
     columns = [
         "label",
@@ -319,7 +344,7 @@ def write_outputs(out: Path, records: list[dict], labels: list[str]) -> None:
         "peak_gpu_memory_mb",
         "error",
     ]
-    tmp = out / "runs.csv.tmp"
+    tmp = out / f"runs.csv.{os.getpid()}.tmp"
     with open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, columns)
         writer.writeheader()
@@ -328,7 +353,7 @@ def write_outputs(out: Path, records: list[dict], labels: list[str]) -> None:
             row.update({f"test_{m}": r.get("test", {}).get(m) for m in METRICS})
             writer.writerow(row)
     os.replace(tmp, out / "runs.csv")
-    text = markdown_table(records, labels)
+    text = markdown_table(records, labels, proposed)
     (out / "table.md").write_text(text, encoding="utf-8")
 
 
@@ -361,6 +386,34 @@ def plan(args) -> list[RunSpec]:
     ]
 
 
+def effective_settings(spec: RunSpec, base: dict) -> dict:
+    """What decides a run's result: dataset, config files and every key set on top of them."""
+    return {
+        "dataset": base["dataset"],
+        "config_files": base["config_files"].get(spec.model) or [],
+        "config": {**base["config"], **spec.overrides, "seed": spec.seed},
+    }
+
+
+def settings_changes(spec: RunSpec, base: dict, request_file: Path) -> list[str]:
+    """How ``spec`` under ``base`` differs from the stored request of a finished run ([] if
+    it does not, or if the run predates stored requests)."""
+    if not request_file.is_file():
+        return []
+    stored = json.loads(request_file.read_text(encoding="utf-8"))
+    before = effective_settings(RunSpec(**stored["spec"]), stored["base"])
+    now = json.loads(json.dumps(effective_settings(spec, base)))  # tuples -> lists, as stored
+    changes = []
+    for key in ("dataset", "config_files"):
+        if before[key] != now[key]:
+            changes.append(f"{key}: {before[key]} -> {now[key]}")
+    old, new = before["config"], now["config"]
+    for key in sorted(set(old) | set(new)):
+        if old.get(key, "<unset>") != new.get(key, "<unset>"):
+            changes.append(f"{key}: {old.get(key, '<unset>')} -> {new.get(key, '<unset>')}")
+    return changes
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m recbole_hdccf.benchmark", description=__doc__)
     parser.add_argument("--dataset", required=True)
@@ -374,6 +427,14 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per run")
     parser.add_argument("--retry_failed", action="store_true", help="rerun failed runs")
+    parser.add_argument(
+        "--proposed", default=None, help="label given Imp. and p (default: the first HDCCF one)"
+    )
+    parser.add_argument(
+        "--report_only",
+        action="store_true",
+        help="write the table from the finished runs in --out; run nothing",
+    )
     args = parser.parse_args(argv)
     if args.protocol in ("", "none"):
         args.protocol = None
@@ -388,13 +449,43 @@ def main(argv=None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    (out / "runs").mkdir(parents=True, exist_ok=True)
     labels = list(dict.fromkeys(s.label for s in specs))
+    if args.proposed is not None and args.proposed not in labels:
+        print(
+            f"error: --proposed={args.proposed!r} is not one of --models: {labels}", file=sys.stderr
+        )
+        return 2
+    out = Path(args.out).resolve()  # each run's process starts in its own folder
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    changed = {
+        spec.key: changes
+        for spec in specs
+        if (out / "runs" / f"{spec.key}.json").exists()
+        and (changes := settings_changes(spec, base, out / "runs" / spec.key / "request.json"))
+    }
+    for key, changes in changed.items():
+        print(
+            f"{'warning' if args.report_only else 'error'}: run {key} in {out} finished with other "
+            f"settings ({'; '.join(changes)})",
+            file=sys.stderr,
+        )
+    if changed and not args.report_only:
+        print(
+            "error: give these settings a new --out, or delete OUT/runs/<run>.json to rerun them",
+            file=sys.stderr,
+        )
+        return 2
     records: dict[str, dict] = {}
+    missing = []
     for index, spec in enumerate(specs, 1):
         done = out / "runs" / f"{spec.key}.json"
         prefix = f"[{index}/{len(specs)}] {spec.label} seed={spec.seed}"
+        if args.report_only:
+            if done.exists():
+                records[spec.key] = json.loads(done.read_text(encoding="utf-8"))
+            else:
+                missing.append(f"{spec.label} seed={spec.seed}")
+            continue
         if done.exists():
             record = json.loads(done.read_text(encoding="utf-8"))
             if record["status"] == "ok" or not args.retry_failed:
@@ -412,8 +503,10 @@ def main(argv=None) -> int:
             )
         else:
             print(f"{prefix}: FAILED ({record['error']})", flush=True)
-        write_outputs(out, list(records.values()), labels)
-    write_outputs(out, list(records.values()), labels)
+        write_outputs(out, list(records.values()), labels, args.proposed)
+    if missing:
+        print(f"not run yet (left out of the table): {', '.join(missing)}", flush=True)
+    write_outputs(out, list(records.values()), labels, args.proposed)
     print((out / "table.md").read_text(encoding="utf-8"))
     print(f"written: {out / 'table.md'}, {out / 'runs.csv'}, {out / 'runs.json'}")
     return 0

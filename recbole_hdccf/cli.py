@@ -138,8 +138,9 @@ def hyper_main(argv=None) -> int:
         )
         return 2
 
-    from recbole.quick_start import objective_function
     from recbole.trainer import HyperTuning
+
+    from recbole_hdccf.quick_start import objective_function
 
     # hyperopt's random and TPE draws follow this seed, so a search can be repeated.
     os.environ.setdefault("HYPEROPT_FMIN_SEED", "2020")
@@ -157,7 +158,14 @@ def hyper_main(argv=None) -> int:
         fixed_config_file_list=config_files,
         display_file=args.display_file,
     )
-    tuner.run()
+    from recbole_hdccf.compat import DatasetNotFoundError
+    from recbole_hdccf.settings import ConfigError
+
+    try:
+        tuner.run()
+    except (DatasetNotFoundError, ConfigError) as error:  # a bad trial names its setting
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     tuner.export_result(output_file=args.output_file)
     print("best params: ", tuner.best_params)
     print("best result: ")

@@ -12,7 +12,8 @@ Differences from ``recbole.quick_start.run_recbole`` (everything else is the sam
   validation that leaves time for another epoch within the budget, and the best model so far is
   tested, as if early stopping had fired (``result["time_budget_reached"]``). For fixed-cost
   comparisons on lent machines; ``epochs`` and ``stopping_step`` still apply.
-Any RecBole model runs through it unchanged.
+Any RecBole model runs through it unchanged. :func:`objective_function` is RecBole's tuning
+objective on top of it, so trials get the same checks and the same time budget.
 """
 
 from __future__ import annotations
@@ -174,6 +175,26 @@ def run_recbole(
         result.pop("config")  # the queue pickles; a Config holds a torch.device and loggers
         queue.put(result)
     return result
+
+
+def objective_function(config_dict=None, config_file_list=None, saved=True):
+    """RecBole's ``HyperTuning`` objective, run through :func:`run_recbole`: each trial's settings
+    are validated, and ``train_time_budget`` holds per trial (the same seconds for every model
+    is a fair tuning budget). Returns RecBole's trial record plus ``time_budget_reached``."""
+    config_dict = dict(config_dict)
+    model, dataset = config_dict.pop("model"), config_dict.pop("dataset")
+    logger = getLogger()
+    for handler in logger.handlers[:]:  # as RecBole's objective: each trial opens its own log
+        logger.removeHandler(handler)
+    result = run_recbole(model, dataset, config_file_list, config_dict, saved=saved)
+    return {
+        "model": model,
+        "best_valid_score": result["best_valid_score"],
+        "valid_score_bigger": result["valid_score_bigger"],
+        "best_valid_result": result["best_valid_result"],
+        "test_result": result["test_result"],
+        "time_budget_reached": result["time_budget_reached"],
+    }
 
 
 def _last_checkpoint(trainer):

@@ -128,3 +128,68 @@ def test_interrupted_benchmark_resumes(tiny_data_path, tmp_path, subprocess_env)
         ("HDCCF", 1),
         ("HDCCF", 2),
     ]
+
+
+def _record(label, seed, ndcg):
+    return {
+        "label": label,
+        "model": benchmark.model_of(label),
+        "seed": seed,
+        "status": "ok",
+        "test": {"hit@10": ndcg, "ndcg@10": ndcg, "ndcg@50": ndcg},
+    }
+
+
+def test_table_proposed_is_the_first_hdccf_label_and_variants_are_not_baselines():
+    variant = "HDCCF[ui_negatives=items]"
+    records = [
+        _record(variant, 1, 0.50),
+        _record(variant, 2, 0.52),
+        _record("HDCCF", 1, 0.60),  # better than everything, but a variant: never the baseline
+        _record("HDCCF", 2, 0.62),
+        _record("BPR", 1, 0.40),
+        _record("BPR", 2, 0.44),
+        _record("NeuMF", 1, 0.45),  # one seed only
+    ]
+    labels = [variant, "HDCCF", "BPR", "NeuMF"]
+    assert benchmark.default_proposed(labels) == variant
+    table = benchmark.markdown_table(records, labels)
+    row = next(line for line in table.splitlines() if line.startswith("| NDCG@10"))
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells[3] == "0.4200 ± 0.0283" and cells[4] == "<u>0.4500 ± 0.0000</u>"
+    assert cells[2] == "**0.6100 ± 0.0141**"
+    assert cells[5] == f"{(0.51 - 0.45) / 0.45 * 100:+.2f}%"  # the variant over NeuMF
+    assert cells[6] == "n/a"  # one common seed: no paired test
+    assert "- NeuMF: seeds [1] only" in table
+
+    other = benchmark.markdown_table(records, labels, proposed="HDCCF")
+    row = next(line for line in other.splitlines() if line.startswith("| NDCG@10"))
+    assert row.split("|")[6].strip() == f"{(0.61 - 0.45) / 0.45 * 100:+.2f}%"
+
+
+def test_changed_settings_are_refused_and_report_only_merges(
+    tiny_data_path, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    args = _args(tiny_data_path, tmp_path, "out", models="BPR")  # a relative --out
+    args[-2] = "--seed_list=1"
+    assert benchmark.main(args) == 0
+    assert (tmp_path / "out" / "runs" / "BPR-seed1.json").exists()
+    capsys.readouterr()
+
+    assert benchmark.main(args + ["--set", "learning_rate=0.5"]) == 2
+    error = capsys.readouterr().err
+    assert "BPR-seed1" in error and "learning_rate: <unset> -> 0.5" in error
+    assert "new --out" in error
+
+    # --report_only runs nothing: it lists what is missing and tables what finished.
+    report = _args(tiny_data_path, tmp_path, "out", models="BPR,HDCCF") + ["--report_only"]
+    assert benchmark.main(report) == 0
+    printed = capsys.readouterr().out
+    assert "running" not in printed and "not run yet" in printed
+    assert "HDCCF seed=1" in printed and "HDCCF seed=2" in printed
+    records = json.loads((tmp_path / "out" / "runs.json").read_text())
+    assert [(r["label"], r["seed"]) for r in records] == [("BPR", 1)]
+
+    assert benchmark.main(args + ["--proposed=NeuMF"]) == 2
+    assert "--proposed='NeuMF' is not one of --models" in capsys.readouterr().err

@@ -191,6 +191,20 @@ def test_hyper_writes_every_trial(case, tmp_path, tiny_data_path, subprocess_env
     assert len(best) == len(results)  # one best checkpoint per trial, none overwritten
 
 
+def test_hyper_trial_with_a_bad_setting_fails_clearly(tmp_path, tiny_data_path, subprocess_env):
+    params_file = tmp_path / "bad.hyper"
+    params_file.write_text("tau choice [-1.0]\n", encoding="utf-8")
+    args = [
+        "--model=HDCCF",
+        "--dataset=tiny",
+        f"--config_files={small_config_file(tmp_path, tiny_data_path)}",
+        f"--params_file={params_file}",
+    ]
+    out = run_script(HYPER_SCRIPT, args, tmp_path, subprocess_env)
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert "error: tau=-1.0" in out.stderr and "Traceback" not in out.stderr
+
+
 def test_hyper_without_search_space_fails_clearly(tmp_path, capsys):
     from recbole_hdccf.cli import hyper_main
 

@@ -72,3 +72,22 @@ def test_budget_in_a_distributed_run_is_refused(small_config_dict):
     )
     with pytest.raises(ConfigError, match="single-process runs only"):
         quick_start.validate_config(config, world_size=2)
+
+
+def test_tuning_objective_validates_and_keeps_the_budget_per_trial(small_config_dict, monkeypatch):
+    """run_hyper_hdccf.py's trials go through ``objective_function``: a trial stops at its budget
+    (the fake clock of the first test) and ends like a 2-epoch run; a bad setting is refused."""
+    trial = {**small_config_dict, "model": "HDCCF", "dataset": "tiny", "stopping_step": 100}
+    clock = itertools.count(0, 10)
+    monkeypatch.setattr(quick_start, "monotonic", lambda: float(next(clock)))
+    stopped = quick_start.objective_function({**trial, "epochs": 50, "train_time_budget": 25})
+    monkeypatch.undo()
+    reference = quick_start.objective_function({**trial, "epochs": 2})
+    assert stopped["time_budget_reached"] and not reference["time_budget_reached"]
+    assert stopped["model"] == "HDCCF" and stopped["valid_score_bigger"] is True
+    assert stopped["best_valid_result"] == reference["best_valid_result"]
+    assert stopped["test_result"] == reference["test_result"]
+    assert stopped["best_valid_score"] == reference["best_valid_score"]
+
+    with pytest.raises(ConfigError, match="tau"):
+        quick_start.objective_function({**trial, "tau": -1.0})

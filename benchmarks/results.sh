@@ -1,0 +1,100 @@
+#!/bin/bash
+# Every run behind docs/results.md's tables and figures, in one resumable script: started
+# again, it skips each finished run (and refuses one whose settings changed), so the table can be
+# filled over several sittings or machines.
+#
+#   bash benchmarks/ml-1m.sh [STEP ...]     (from the repository root)
+#
+# STEP: paper | full | ablation | sensitivity | modulation | plots   (default: all, in that order)
+#       tune (on request): TRIALS random draws from properties/hyper/<Model>.hyper for every
+#       model, each trial under the same BUDGET: the fair tuning budget (cheap on ml-100k)
+# Environment:
+#   DATASET    default ml-1m (ml-100k needs no DATA_PATH: it ships with RecBole)
+#   DATA_PATH  folder holding $DATASET/ (default ../shared/datasets)
+#   OUT        results folder (default results/ml-1m)
+#   JOBS       benchmark processes at once, one model each (default 2; one torch thread each)
+#   SEEDS      seeds 2020, 2021, ... (default 3)
+#   BUDGET     train_time_budget in seconds, the same for every model (default 3300)
+#   EXTRA      more benchmark arguments, e.g. "--set epochs=1" for a dry run
+#   BASELINES  the baselines, space-separated (default "BPR NeuMF ENMF LightGCN SimpleX")
+#   TRIALS     trials per model for tune (default 8); TUNE_EXTRA: more arguments, e.g. --epochs=1
+set -euo pipefail
+
+export DATASET=${DATASET:-ml-1m}
+[ "$DATASET" = ml-100k ] && default_path="" || default_path=../shared/datasets
+export DATA_PATH=${DATA_PATH-$default_path}
+export OUT=${OUT:-results/$DATASET}
+export SEEDS=${SEEDS:-3}
+export BUDGET=${BUDGET:-3300}
+export EXTRA=${EXTRA:-}
+export TRIALS=${TRIALS:-8} TUNE_EXTRA=${TUNE_EXTRA:-}
+export ROOT=$PWD
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
+JOBS=${JOBS:-2}
+PYTHON=${PYTHON:-python}
+export PYTHON
+
+# The published HDCCF configuration (docs/results.md: raw scores, tau 1, negative items only,
+# the biased loss) and the baselines, each with properties/model/<Model>.yaml.
+PROPOSED="HDCCF[ui_negatives=items;debias=False;stopping_step=5]"
+read -r -a BASELINES <<< "${BASELINES:-BPR NeuMF ENMF LightGCN SimpleX}"
+
+bench() {  # folder protocol models [more args]
+    local out=$1 protocol=$2 models=$3
+    shift 3
+    # shellcheck disable=SC2086  # EXTRA is a list of arguments
+    "$PYTHON" -m recbole_hdccf.benchmark --dataset="$DATASET" ${DATA_PATH:+--data_path="$DATA_PATH"} \
+        --protocol="$protocol" --seeds="$SEEDS" --set "train_time_budget=$BUDGET" $EXTRA \
+        --out="$out" --models="$models" "$@"
+}
+export -f bench
+
+in_parallel() {  # folder protocol label...: one benchmark process per label, JOBS at a time
+    local out=$1 protocol=$2
+    shift 2
+    printf '%s\n' "$@" | xargs -P "$JOBS" -I{} bash -c 'bench "$0" "$1" "$2" > /dev/null' \
+        "$out" "$protocol" {} || echo "some runs failed: see $out/table.md"
+    # Every process rewrote the table with its own runs; this one tables them all.
+    bench "$out" "$protocol" "$(IFS=,; echo "$*")" --report_only
+}
+
+tune_one() {  # model: its own folder (RecBole writes log/ and saved/ in the working directory)
+    local folder=$OUT/tune/$1 yaml=$ROOT/properties/model/$1.yaml
+    [ -f "$yaml" ] || yaml=""  # HDCCF reads properties/HDCCF.yaml by itself
+    mkdir -p "$folder" && cd "$folder" || return 1
+    # shellcheck disable=SC2086  # TUNE_EXTRA is a list of arguments
+    "$PYTHON" "$ROOT/run_hyper_hdccf.py" --model="$1" --dataset="$DATASET" \
+        ${DATA_PATH:+--data_path="$(cd "$ROOT" && realpath "$DATA_PATH")"} --protocol=paper \
+        ${yaml:+--config_files="$yaml"} --algo=random --max_evals="$TRIALS" --early_stop="$TRIALS" --train_time_budget="$BUDGET" \
+        --output_file="$folder/trials.result" $TUNE_EXTRA > "$folder/stdout.log" 2>&1 \
+        && tail -n 4 "$folder/stdout.log"
+}
+export -f tune_one
+
+preset() {  # @ablation -> its labels, one per line
+    "$PYTHON" -c "from recbole_hdccf.benchmark import PRESETS; print(PRESETS['$1'])" | tr , '\n'
+}
+
+steps=("$@")
+[ ${#steps[@]} -gt 0 ] || steps=(paper full ablation sensitivity modulation plots)
+for step in "${steps[@]}"; do
+    echo "== $step ($(date))"
+    case $step in
+        paper | full) in_parallel "$OUT/$step" "$step" "$PROPOSED" "${BASELINES[@]}" ;;
+        ablation | sensitivity | modulation)
+            mapfile -t labels < <(preset "@$step")
+            in_parallel "$OUT/$step" paper "${labels[@]}"
+            ;;
+        tune)
+            printf '%s\n' HDCCF "${BASELINES[@]}" | xargs -P "$JOBS" -I{} bash -c 'tune_one "$0"' {} \
+                || echo "some tuning failed: see $OUT/tune/<Model>/stdout.log"
+            ;;
+        plots)
+            "$PYTHON" -m recbole_hdccf.plots ablation --results="$OUT/ablation"
+            "$PYTHON" -m recbole_hdccf.plots sensitivity --results="$OUT/sensitivity"
+            "$PYTHON" -m recbole_hdccf.plots scores --results="$OUT/modulation"
+            ;;
+        *) echo "unknown step $step: use paper, full, ablation, sensitivity, modulation, plots or tune" >&2
+           exit 2 ;;
+    esac
+done
