@@ -167,6 +167,13 @@ def pair_score_samples(checkpoint: str, max_users: int = 2000, negatives_per_use
     return np.concatenate(positives), np.concatenate(negatives)
 
 
+def best_checkpoint(run_dir: Path) -> Path | None:
+    """The run's best-validation model, not its end-of-epoch ``-last.pth`` resume file (which
+    sorts first: ``-`` < ``.``)."""
+    best = [p for p in sorted((run_dir / "saved").glob("*.pth")) if not p.stem.endswith("-last")]
+    return best[0] if best else None
+
+
 def scores_plot(results: Path) -> Path:
     """Fig. 3: positive and negative score distributions of HDCCF and its unmodulated variant,
     scores normalised to 0-100 per model, the overlap of the two ranges shaded."""
@@ -177,9 +184,9 @@ def scores_plot(results: Path) -> Path:
         seeds = sorted(r["seed"] for r in records if r["label"] == label)
         if seeds:
             run_dir = results / "runs" / RunSpec(label, "HDCCF", {}, seeds[0]).key
-            checkpoints = sorted((run_dir / "saved").glob("*.pth"))
-            if checkpoints:
-                found[label] = str(checkpoints[0].resolve())
+            checkpoint = best_checkpoint(run_dir)
+            if checkpoint is not None:
+                found[label] = str(checkpoint.resolve())
     if len(found) < 2:
         raise FileNotFoundError(
             f"scores plot needs checkpoints of HDCCF and HDCCF[ablation=unmodulated] in {results}"

@@ -49,6 +49,10 @@ def test_scores_plot_from_real_checkpoints(tiny_data_path, tmp_path):
     out = tmp_path / "out"
     args = ["--dataset=tiny", "--models=@modulation", "--protocol=none", "--seed_list=1"]
     assert benchmark.main(args + [f"--config_files={tmp_path / 'b.yaml'}", f"--out={out}"]) == 0
+    run_dir = out / "runs" / "HDCCF-seed1"
+    saved = sorted(p.name for p in (run_dir / "saved").glob("*.pth"))
+    assert len(saved) == 2 and saved[0].endswith("-last.pth")  # the trap: it sorts first
+    assert plots.best_checkpoint(run_dir).name == saved[1]
     assert plots.main(["scores", f"--results={out}"]) == 0
     assert (out / "scores.png").stat().st_size > 1000
     rows = list(csv.DictReader(open(out / "scores.csv")))
