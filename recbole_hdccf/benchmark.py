@@ -370,7 +370,15 @@ def build_base(args) -> dict:
     for _, model, _ in parse_models(args.models):
         model_yaml = properties_dir() / "model" / f"{model}.yaml"
         files[model] = common + ([str(model_yaml)] if model_yaml.is_file() else [])
-    return {"dataset": args.dataset, "config": config, "config_files": files}
+    digests = {path: _digest(path) for paths in files.values() for path in paths}
+    return {"dataset": args.dataset, "config": config, "config_files": files, "digests": digests}
+
+
+def _digest(path: str) -> str:
+    """A config file's content hash: editing a model's yaml changes its runs' settings."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def plan(args) -> list[RunSpec]:
@@ -388,9 +396,12 @@ def plan(args) -> list[RunSpec]:
 
 def effective_settings(spec: RunSpec, base: dict) -> dict:
     """What decides a run's result: dataset, config files and every key set on top of them."""
+    files = base["config_files"].get(spec.model) or []
+    digests = base.get("digests")  # absent in requests written before digests were kept
     return {
         "dataset": base["dataset"],
-        "config_files": base["config_files"].get(spec.model) or [],
+        "config_files": files,
+        "file_contents": None if digests is None else [digests.get(f) for f in files],
         "config": {**base["config"], **spec.overrides, "seed": spec.seed},
     }
 
@@ -407,6 +418,15 @@ def settings_changes(spec: RunSpec, base: dict, request_file: Path) -> list[str]
     for key in ("dataset", "config_files"):
         if before[key] != now[key]:
             changes.append(f"{key}: {before[key]} -> {now[key]}")
+    if before["file_contents"] is not None and before["file_contents"] != now["file_contents"]:
+        edited = [
+            f
+            for f, old, new in zip(
+                now["config_files"], before["file_contents"], now["file_contents"], strict=False
+            )
+            if old != new
+        ]
+        changes.append(f"config file edited since the run: {', '.join(edited)}")
     old, new = before["config"], now["config"]
     for key in sorted(set(old) | set(new)):
         if old.get(key, "<unset>") != new.get(key, "<unset>"):

@@ -182,6 +182,12 @@ def test_changed_settings_are_refused_and_report_only_merges(
     assert "BPR-seed1" in error and "learning_rate: <unset> -> 0.5" in error
     assert "new --out" in error
 
+    config_file = tmp_path / "bench.yaml"  # the same path, other contents
+    config_file.write_text(config_file.read_text() + "learning_rate: 0.5\n")
+    assert benchmark.main(args) == 2
+    assert f"config file edited since the run: {config_file}" in capsys.readouterr().err
+    _args(tiny_data_path, tmp_path, "out", models="BPR")  # writes the original file back
+
     # --report_only runs nothing: it lists what is missing and tables what finished.
     report = _args(tiny_data_path, tmp_path, "out", models="BPR,HDCCF") + ["--report_only"]
     assert benchmark.main(report) == 0

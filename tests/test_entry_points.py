@@ -191,6 +191,22 @@ def test_hyper_writes_every_trial(case, tmp_path, tiny_data_path, subprocess_env
     assert len(best) == len(results)  # one best checkpoint per trial, none overwritten
 
 
+@pytest.mark.parametrize("space", sorted((REPO_ROOT / "properties" / "hyper").glob("*.hyper")))
+def test_shipped_search_spaces_parse_and_name_real_settings(space):
+    from recbole.config import Config
+    from recbole.trainer.hyper_tuning import HyperTuning
+
+    parsed = HyperTuning._build_space_from_file(str(space))
+    assert parsed, space
+    model = space.stem
+    yaml = REPO_ROOT / "properties" / "model" / f"{model}.yaml"
+    config = Config(
+        model=model, dataset="ml-100k", config_file_list=[str(yaml)] if yaml.is_file() else None
+    )
+    unknown = [key for key in parsed if key not in config.final_config_dict]
+    assert not unknown, f"{space.name}: no such setting for {model}: {unknown}"
+
+
 def test_hyper_trial_with_a_bad_setting_fails_clearly(tmp_path, tiny_data_path, subprocess_env):
     params_file = tmp_path / "bad.hyper"
     params_file.write_text("tau choice [-1.0]\n", encoding="utf-8")
