@@ -314,7 +314,7 @@ def markdown_table(records: list[dict], labels: list[str], proposed: str | None 
             notes.append(f"- {label}: seeds {have} only")
     notes.append(
         f"- mean ± std over seeds {seeds}; Imp. = {proposed} over the best baseline (underlined); "
-        "p: two-sided paired t-test over seeds against that baseline."
+        "p: two-sided paired t-test against that baseline over the seeds both ran."
     )
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
