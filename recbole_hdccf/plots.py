@@ -170,7 +170,10 @@ def pair_score_samples(checkpoint: str, max_users: int = 2000, negatives_per_use
 def best_checkpoint(run_dir: Path) -> Path | None:
     """The run's best-validation model, not its end-of-epoch ``-last.pth`` resume file (which
     sorts first: ``-`` < ``.``)."""
-    best = [p for p in sorted((run_dir / "saved").glob("*.pth")) if not p.stem.endswith("-last")]
+    from recbole_hdccf.trainer import LAST_SUFFIX
+
+    saved = sorted((run_dir / "saved").glob("*.pth"))
+    best = [p for p in saved if not p.stem.endswith(LAST_SUFFIX)]
     return best[0] if best else None
 
 
