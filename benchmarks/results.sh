@@ -23,7 +23,8 @@ set -euo pipefail
 export DATASET=${DATASET:-ml-1m}
 [ "$DATASET" = ml-100k ] && default_path="" || default_path=../shared/datasets
 export DATA_PATH=${DATA_PATH-$default_path}
-export OUT=${OUT:-results/$DATASET}
+OUT=$(realpath -m "${OUT:-results/$DATASET}")  # absolute: tune runs in per-model folders
+export OUT
 export SEEDS=${SEEDS:-3}
 export BUDGET=${BUDGET:-3300}
 export EXTRA=${EXTRA:-}
@@ -65,7 +66,8 @@ tune_one() {  # model: its own folder (RecBole writes log/ and saved/ in the wor
     # shellcheck disable=SC2086  # TUNE_EXTRA is a list of arguments
     "$PYTHON" "$ROOT/run_hyper_hdccf.py" --model="$1" --dataset="$DATASET" \
         ${DATA_PATH:+--data_path="$(cd "$ROOT" && realpath "$DATA_PATH")"} --protocol=paper \
-        ${yaml:+--config_files="$yaml"} --algo=random --max_evals="$TRIALS" --early_stop="$TRIALS" --train_time_budget="$BUDGET" \
+        ${yaml:+--config_files="$yaml"} --algo=random --max_evals="$TRIALS" \
+        --early_stop="$TRIALS" --train_time_budget="$BUDGET" \
         --output_file="$folder/trials.result" $TUNE_EXTRA > "$folder/stdout.log" 2>&1 \
         && tail -n 4 "$folder/stdout.log"
 }
