@@ -375,10 +375,18 @@ def build_base(args) -> dict:
 
 
 def _digest(path: str) -> str:
-    """A config file's content hash: editing a model's yaml changes its runs' settings."""
+    """A hash of the settings a config file holds: editing a model's yaml changes its runs'
+    settings; editing its comments or layout does not."""
     import hashlib
 
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    import yaml
+
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        canonical = json.dumps(yaml.safe_load(text), sort_keys=True, default=str)
+    except yaml.YAMLError:
+        canonical = text
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
 def plan(args) -> list[RunSpec]:

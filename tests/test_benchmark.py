@@ -183,7 +183,11 @@ def test_changed_settings_are_refused_and_report_only_merges(
     assert "new --out" in error
 
     config_file = tmp_path / "bench.yaml"  # the same path, other contents
-    config_file.write_text(config_file.read_text() + "learning_rate: 0.5\n")
+    original = config_file.read_text()
+    config_file.write_text("# a comment changes no setting\n" + original)
+    assert benchmark.main(args) == 0
+    assert "skipped, finished earlier" in capsys.readouterr().out
+    config_file.write_text(original + "learning_rate: 0.5\n")
     assert benchmark.main(args) == 2
     assert f"config file edited since the run: {config_file}" in capsys.readouterr().err
     _args(tiny_data_path, tmp_path, "out", models="BPR")  # writes the original file back
