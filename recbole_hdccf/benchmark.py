@@ -286,8 +286,9 @@ def markdown_table(records: list[dict], labels: list[str], proposed: str | None 
             if not values:
                 cells.append("failed" if summary[label]["failed"] else "–")
                 continue
-            std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-            text = f"{np.mean(values):.4f} ± {std:.4f}"
+            text = f"{np.mean(values):.4f}"
+            if len(values) > 1:  # one seed has no spread to show (its note says so)
+                text += f" ± {np.std(values, ddof=1):.4f}"
             if label == best:
                 text = f"**{text}**"
             if label == best_base:
@@ -313,8 +314,9 @@ def markdown_table(records: list[dict], labels: list[str], proposed: str | None 
         if have and have != seeds:
             notes.append(f"- {label}: seeds {have} only")
     notes.append(
-        f"- mean ± std over seeds {seeds}; Imp. = {proposed} over the best baseline (underlined); "
-        "p: two-sided paired t-test against that baseline over the seeds both ran."
+        f"- mean ± std over seeds {seeds} (one seed: its value); Imp. = {proposed} over the best "
+        "baseline (underlined); p: two-sided paired t-test against that baseline over the seeds "
+        "both ran."
     )
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 

@@ -1,0 +1,79 @@
+"""``benchmarks/results.sh`` with a stand-in python that records what it is asked to run: the
+labels each step passes on, and the bare model names ``tune`` gets for labelled baselines."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+FAKE_PYTHON = """#!/bin/bash
+# Records each call, one line of arguments; answers the preset lookup like the real module.
+echo "$*" >> "$CALLS"
+if [ "$1" = -c ]; then echo 'HDCCF,HDCCF[ablation=wo_u]'; fi
+"""
+
+
+def _run(tmp_path, *steps, **env):
+    fake = tmp_path / "python"
+    fake.write_text(FAKE_PYTHON, encoding="utf-8")
+    fake.chmod(0o755)
+    calls = tmp_path / "calls.txt"
+    environ = {
+        **os.environ,
+        "PYTHON": str(fake),
+        "CALLS": str(calls),
+        "OUT": str(tmp_path / "out"),
+        "DATASET": "ml-100k",
+        **env,
+    }
+    result = subprocess.run(
+        ["bash", "benchmarks/results.sh", *steps],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return calls.read_text(encoding="utf-8").splitlines()
+
+
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+
+
+def test_paper_step_runs_each_label_then_tables_them_all(tmp_path):
+    calls = _run(tmp_path, "paper")
+    runs = [c for c in calls if "--report_only" not in c]
+    report = [c for c in calls if "--report_only" in c]
+    labels = sorted(c.split("--models=")[1] for c in runs)
+    assert labels == sorted(
+        [
+            "HDCCF[ui_negatives=items;debias=False;stopping_step=5]",
+            "BPR",
+            "NeuMF",
+            "ENMF",
+            "LightGCN[learning_rate=0.01]",
+            "SimpleX",
+        ]
+    )
+    assert all("--set train_time_budget=3300" in c and "--seeds=3" in c for c in calls)
+    assert len(report) == 1
+    assert report[0].split("--models=")[1].split(" ")[0] == (
+        "HDCCF[ui_negatives=items;debias=False;stopping_step=5],"
+        "BPR,NeuMF,ENMF,LightGCN[learning_rate=0.01],SimpleX"
+    )
+
+
+def test_tune_gets_bare_model_names_and_their_yaml(tmp_path):
+    calls = _run(tmp_path, "tune", BASELINES="BPR LightGCN[learning_rate=0.01]", JOBS="1")
+    models = sorted(c.split("--model=")[1].split(" ")[0] for c in calls)
+    assert models == ["BPR", "HDCCF", "LightGCN"]
+    lightgcn = next(c for c in calls if "--model=LightGCN " in c)
+    assert f"--config_files={ROOT}/properties/model/LightGCN.yaml" in lightgcn
+    assert (tmp_path / "out" / "tune" / "LightGCN").is_dir()
