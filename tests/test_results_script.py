@@ -11,6 +11,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# results.sh reads these from the environment; a caller's own values must not leak in
+SCRIPT_SETTINGS = {"BASELINES", "SEEDS", "BUDGET", "JOBS", "EXTRA", "TRIALS", "TUNE_EXTRA"}
+
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 
 FAKE_PYTHON = """#!/bin/bash
 # Records each call, one line of arguments; answers the preset lookup like the real module.
@@ -25,7 +29,7 @@ def _run(tmp_path, *steps, **env):
     fake.chmod(0o755)
     calls = tmp_path / "calls.txt"
     environ = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k not in SCRIPT_SETTINGS},
         "PYTHON": str(fake),
         "CALLS": str(calls),
         "OUT": str(tmp_path / "out"),
@@ -42,9 +46,6 @@ def _run(tmp_path, *steps, **env):
     )
     assert result.returncode == 0, result.stderr
     return calls.read_text(encoding="utf-8").splitlines()
-
-
-pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 
 
 def test_paper_step_runs_each_label_then_tables_them_all(tmp_path):
