@@ -5,7 +5,9 @@
 #
 #   bash benchmarks/results.sh [STEP ...]     (from the repository root)
 #
-# STEP: paper | full | ablation | sensitivity | modulation | plots   (default: all, in that order)
+# STEP: paper | retest | full | ablation | sensitivity | modulation | plots
+#       (default: all, in that order; retest: the paper runs' best checkpoints tested under full
+#       ranking without training again, into $OUT/paper/retest-full)
 #       tune (on request): TRIALS random draws from properties/hyper/<Model>.hyper for every
 #       model, each trial under the same BUDGET: the fair tuning budget (cheap on ml-100k)
 # Environment:
@@ -81,11 +83,12 @@ preset() {  # @ablation -> its labels, one per line
 }
 
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(paper full ablation sensitivity modulation plots)
+[ ${#steps[@]} -gt 0 ] || steps=(paper retest full ablation sensitivity modulation plots)
 for step in "${steps[@]}"; do
     echo "== $step ($(date))"
     case $step in
         paper | full) in_parallel "$OUT/$step" "$step" "$PROPOSED" "${BASELINES[@]}" ;;
+        retest) "$PYTHON" -m recbole_hdccf.retest --runs="$OUT/paper" --protocol=full ;;
         ablation | sensitivity | modulation)
             mapfile -t labels < <(preset "@$step")
             in_parallel "$OUT/$step" paper "${labels[@]}"
@@ -100,7 +103,7 @@ for step in "${steps[@]}"; do
             "$PYTHON" -m recbole_hdccf.plots sensitivity --results="$OUT/sensitivity"
             "$PYTHON" -m recbole_hdccf.plots scores --results="$OUT/modulation"
             ;;
-        *) echo "unknown step $step: use paper, full, ablation, sensitivity, modulation, plots or tune" >&2
+        *) echo "unknown step $step: use paper, retest, full, ablation, sensitivity, modulation, plots or tune" >&2
            exit 2 ;;
     esac
 done

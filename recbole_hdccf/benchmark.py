@@ -152,8 +152,22 @@ def run_one(spec: RunSpec, base: dict, workdir: Path) -> dict:
         "time_budget_reached": bool(result.get("time_budget_reached")),
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_gpu_memory_mb": _peak_gpu_memory_mb(),
+        "checkpoint": result["checkpoint"],
         "config": {k: _jsonable(v) for k, v in config.final_config_dict.items()},
     }
+
+
+def best_checkpoint(run_dir: Path, record: dict | None = None) -> Path | None:
+    """A run's best-validation model: the file its record names, else (records written before
+    they named it) the newest saved model that is not an end-of-epoch ``-last.pth`` resume file;
+    None if the run saved none."""
+    from recbole_hdccf.trainer import LAST_SUFFIX
+
+    named = (record or {}).get("checkpoint")
+    if named and Path(named).is_file():
+        return Path(named)
+    saved = [p for p in (run_dir / "saved").glob("*.pth") if not p.stem.endswith(LAST_SUFFIX)]
+    return max(saved, key=lambda p: p.stat().st_mtime_ns) if saved else None
 
 
 def _peak_gpu_memory_mb():

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recbole_hdccf.benchmark import SENSITIVITY_GRID, RunSpec
+from recbole_hdccf.benchmark import SENSITIVITY_GRID, RunSpec, best_checkpoint
 
 ABLATION_NAMES = {
     "HDCCF": "HDCCF",
@@ -167,16 +167,6 @@ def pair_score_samples(checkpoint: str, max_users: int = 2000, negatives_per_use
     return np.concatenate(positives), np.concatenate(negatives)
 
 
-def best_checkpoint(run_dir: Path) -> Path | None:
-    """The run's best-validation model, not its end-of-epoch ``-last.pth`` resume file (which
-    sorts first: ``-`` < ``.``)."""
-    from recbole_hdccf.trainer import LAST_SUFFIX
-
-    saved = sorted((run_dir / "saved").glob("*.pth"))
-    best = [p for p in saved if not p.stem.endswith(LAST_SUFFIX)]
-    return best[0] if best else None
-
-
 def scores_plot(results: Path) -> Path:
     """Fig. 3: positive and negative score distributions of HDCCF and its unmodulated variant,
     scores normalised to 0-100 per model, the overlap of the two ranges shaded."""
@@ -187,7 +177,8 @@ def scores_plot(results: Path) -> Path:
         seeds = sorted(r["seed"] for r in records if r["label"] == label)
         if seeds:
             run_dir = results / "runs" / RunSpec(label, "HDCCF", {}, seeds[0]).key
-            checkpoint = best_checkpoint(run_dir)
+            record = next(r for r in records if r["label"] == label and r["seed"] == seeds[0])
+            checkpoint = best_checkpoint(run_dir, record)
             if checkpoint is not None:
                 found[label] = str(checkpoint.resolve())
     if len(found) < 2:

@@ -78,3 +78,8 @@ def test_tune_gets_bare_model_names_and_their_yaml(tmp_path):
     lightgcn = next(c for c in calls if "--model=LightGCN " in c)
     assert f"--config_files={ROOT}/properties/model/LightGCN.yaml" in lightgcn
     assert (tmp_path / "out" / "tune" / "LightGCN").is_dir()
+
+
+def test_retest_tests_the_paper_runs_under_full_ranking(tmp_path):
+    calls = _run(tmp_path, "retest")
+    assert calls == [f"-m recbole_hdccf.retest --runs={tmp_path}/out/paper --protocol=full"]

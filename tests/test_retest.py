@@ -1,0 +1,137 @@
+"""Retesting finished benchmark runs under another protocol: the same protocol reproduces the
+runs' own figures, a sampled one ranks each positive among a subset of the full ranking's items,
+resume skips what was retested, and a protocol or an edited config that changes the training
+data is refused by name."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from conftest import config_yaml, small_config
+
+from recbole_hdccf import benchmark, retest
+
+
+def _protocol(tmp_path, name, mode="full", split=None, **more):
+    """A protocol yaml: the tiny runs' split, metrics and top-k, with ``mode`` (and ``more``)."""
+    eval_args = {
+        "split": split or {"LS": "valid_and_test"},
+        "order": "TO",
+        "group_by": "user",
+        "mode": mode,
+    }
+    settings = {"eval_args": eval_args, "metrics": ["Hit", "NDCG"], "topk": [10, 50], **more}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(settings), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished_runs(tiny_data_path, tmp_path_factory):
+    """A benchmark folder with BPR and HDCCF, seeds 1 and 2, trained under full ranking."""
+    tmp_path = tmp_path_factory.mktemp("retest")
+    config = small_config(tiny_data_path, tmp_path / "unused", epochs=2, topk=[10, 50])
+    config.pop("checkpoint_dir")
+    config_file = tmp_path / "bench.yaml"
+    config_file.write_text(config_yaml(config), encoding="utf-8")
+    out = tmp_path / "out"
+    args = [
+        "--dataset=tiny",
+        "--models=BPR,HDCCF",
+        "--protocol=none",
+        f"--config_files={config_file}",
+        "--seed_list=1,2",
+        f"--out={out}",
+    ]
+    assert benchmark.main(args) == 0
+    return out, config_file
+
+
+def _records(folder):
+    return {(r["label"], r["seed"]): r for r in json.loads((folder / "runs.json").read_text())}
+
+
+def test_same_protocol_reproduces_the_runs_and_sampled_ranks_a_subset(
+    finished_runs, tmp_path, capsys
+):
+    out, _ = finished_runs
+    trained = _records(out)
+    assert all(r["status"] == "ok" and r["checkpoint"] for r in trained.values())
+
+    same = tmp_path / "same"
+    full = _protocol(tmp_path, "full")
+    assert retest.main([f"--runs={out}", f"--protocol={full}", f"--out={same}"]) == 0
+    again = _records(same)
+    assert again.keys() == trained.keys()
+    for key, record in again.items():
+        assert record["status"] == "ok"
+        # The best checkpoint, evaluated again: the figures the run itself reported.
+        for phase in ("valid", "test"):
+            for metric, value in trained[key][phase].items():
+                assert record[phase][metric] == pytest.approx(value, abs=1e-9), (key, phase)
+        assert record["retest"]["checkpoint"] == trained[key]["checkpoint"]
+        assert record["epochs_run"] == trained[key]["epochs_run"]  # the training cost is kept
+    table = (same / "table.md").read_text()
+    assert table.startswith("Test under `full.yaml`") and "| NDCG@10 |" in table
+
+    sampled = tmp_path / "sampled"
+    uni = _protocol(tmp_path, "uni20", mode="uni20")
+    assert retest.main([f"--runs={out}", f"--protocol={uni}", f"--out={sampled}"]) == 0
+    ranked = _records(sampled)
+    differs = False
+    for key, record in ranked.items():
+        assert record["config"]["eval_args"]["mode"] == {"valid": "uni20", "test": "uni20"}
+        for metric in ("hit@10", "ndcg@10", "hit@50", "ndcg@50"):
+            # 20 sampled negatives are a subset of every unseen item: no rank can get worse.
+            assert record["test"][metric] >= trained[key]["test"][metric] - 1e-9
+            differs |= record["test"][metric] > trained[key]["test"][metric] + 1e-9
+    assert differs
+
+    capsys.readouterr()
+    assert retest.main([f"--runs={out}", f"--protocol={uni}", f"--out={sampled}"]) == 0
+    assert capsys.readouterr().out.count("skipped, retested earlier") == 4
+    assert _records(sampled) == ranked
+
+
+def test_changed_training_data_or_settings_are_refused(finished_runs, tmp_path, capsys):
+    out, config_file = finished_runs
+    random_split = _protocol(tmp_path, "rs", split={"RS": [0.8, 0.1, 0.1]})
+    folder = tmp_path / "rs"
+    assert retest.main([f"--runs={out}", f"--protocol={random_split}", f"--out={folder}"]) == 0
+    records = _records(folder)
+    assert all(r["status"] == "failed" for r in records.values())
+    assert all("eval_args" in r["error"] and "RS" in r["error"] for r in records.values())
+    assert all("test" not in r for r in records.values())  # no stale figures in runs.csv
+    assert "failed" in (folder / "table.md").read_text()
+
+    filtered = _protocol(tmp_path, "filtered", item_inter_num_interval="[5,inf)")
+    folder = tmp_path / "filtered"
+    assert retest.main([f"--runs={out}", f"--protocol={filtered}", f"--out={folder}"]) == 0
+    assert all("item_inter_num_interval" in r["error"] for r in _records(folder).values())
+
+    original = config_file.read_text()
+    edited = yaml.safe_load(original)
+    edited["epochs"] = 3
+    try:
+        config_file.write_text(config_yaml(edited))
+        folder = tmp_path / "edited"
+        full = _protocol(tmp_path, "full")
+        args = [f"--runs={out}", f"--protocol={full}", f"--out={folder}", "--models=BPR"]
+        assert retest.main(args) == 0
+    finally:
+        config_file.write_text(original)
+    records = _records(folder)
+    assert {label for label, _ in records} == {"BPR"}
+    assert all("epochs: 2 -> 3" in r["error"] for r in records.values())
+
+
+def test_bad_arguments_are_clear_errors(finished_runs, tmp_path, capsys):
+    out, _ = finished_runs
+    assert retest.main([f"--runs={tmp_path}", "--protocol=full"]) == 2
+    assert "no runs/ folder" in capsys.readouterr().err
+    assert retest.main([f"--runs={out}", "--protocol=nonesuch"]) == 2
+    assert "unknown protocol preset 'nonesuch'" in capsys.readouterr().err
+    assert retest.main([f"--runs={out}", "--protocol=full", "--models=NeuMF"]) == 2
+    assert "no runs of ['NeuMF']" in capsys.readouterr().err
