@@ -38,6 +38,7 @@ from recbole_hdccf.benchmark import (
     _write_json,
     best_checkpoint,
     default_proposed,
+    parse_models,
     write_outputs,
 )
 
@@ -58,6 +59,9 @@ EVALUATION_KEYS = frozenset(
 )
 # Settings of the machine and the output folder, not of the model or its data.
 HOST_KEYS = frozenset({"checkpoint_dir", "device", "gpu_id", "use_gpu", "show_progress"})
+# Settings that only bound how long training ran: they cannot change what a saved model scores
+# (a run may have been resumed under a larger ``epochs``), so a difference is noted, not refused.
+LENGTH_KEYS = frozenset({"epochs", "stopping_step", "train_time_budget"})
 
 
 class RetestError(ValueError):
@@ -76,12 +80,12 @@ def protocol_path(protocol: str) -> Path:
     return protocol_file(protocol)
 
 
-def training_changes(before: dict, after: dict) -> list[str]:
+def training_changes(before: dict, after: dict, keys=None) -> list[str]:
     """Keys of two final configs (as stored in run records) that differ in anything but how the
-    model is evaluated, as ``"key: old -> new"``."""
+    model is evaluated and how long it trained, as ``"key: old -> new"`` (``keys``: only these)."""
     changes = []
-    for key in sorted(set(before) | set(after)):
-        if key in EVALUATION_KEYS or key in HOST_KEYS:
+    for key in sorted(keys if keys is not None else set(before) | set(after)):
+        if keys is None and key in EVALUATION_KEYS | HOST_KEYS | LENGTH_KEYS:
             continue
         old, new = before.get(key, "<unset>"), after.get(key, "<unset>")
         if key == "eval_args" and isinstance(old, dict) and isinstance(new, dict):
@@ -145,6 +149,7 @@ def retest_one(run_dir: Path, record: dict, protocol: Path, workdir: Path) -> di
             f"it was trained with ({'; '.join(changes)}); a protocol may change evaluation "
             "settings only, and the run's config files must be as they were when it ran"
         )
+    noted = training_changes(record["config"], final, keys=LENGTH_KEYS)
     start = time.time()
     with _working_directory(workdir):
         init_seed(config["seed"], config["reproducibility"])
@@ -167,6 +172,7 @@ def retest_one(run_dir: Path, record: dict, protocol: Path, workdir: Path) -> di
             "checkpoint": str(checkpoint),
             "checkpoint_mtime_ns": checkpoint.stat().st_mtime_ns,
             "seconds": time.time() - start,
+            "length_settings_changed": noted,
         },
     }
 
@@ -219,7 +225,11 @@ def main(argv=None) -> int:
     }
     labels = _labels(list(sources.values()), runs)
     if args.models:
-        wanted = [label.strip() for label in args.models.split(",") if label.strip()]
+        try:
+            wanted = [label for label, _, _ in parse_models(args.models)]
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         if unknown := [label for label in wanted if label not in labels]:
             print(f"error: no runs of {unknown} in {runs}; it has {labels}", file=sys.stderr)
             return 2

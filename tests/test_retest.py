@@ -113,7 +113,7 @@ def test_changed_training_data_or_settings_are_refused(finished_runs, tmp_path, 
 
     original = config_file.read_text()
     edited = yaml.safe_load(original)
-    edited["epochs"] = 3
+    edited["learner"] = "sgd"
     try:
         config_file.write_text(config_yaml(edited))
         folder = tmp_path / "edited"
@@ -124,7 +124,7 @@ def test_changed_training_data_or_settings_are_refused(finished_runs, tmp_path, 
         config_file.write_text(original)
     records = _records(folder)
     assert {label for label, _ in records} == {"BPR"}
-    assert all("epochs: 2 -> 3" in r["error"] for r in records.values())
+    assert all("learner: adam -> sgd" in r["error"] for r in records.values())
 
 
 def test_bad_arguments_are_clear_errors(finished_runs, tmp_path, capsys):
@@ -135,3 +135,22 @@ def test_bad_arguments_are_clear_errors(finished_runs, tmp_path, capsys):
     assert "unknown protocol preset 'nonesuch'" in capsys.readouterr().err
     assert retest.main([f"--runs={out}", "--protocol=full", "--models=NeuMF"]) == 2
     assert "no runs of ['NeuMF']" in capsys.readouterr().err
+
+
+def test_training_changes_ignores_evaluation_and_length_keys():
+    before = {
+        "eval_args": {"split": {"LS": "valid_and_test"}, "mode": {"test": "uni99"}},
+        "topk": [10],
+        "epochs": 40,
+        "embedding_size": 64,
+    }
+    after = {**before, "eval_args": {**before["eval_args"], "mode": {"test": "full"}}}
+    after.update(topk=[10, 50], epochs=300)
+    assert retest.training_changes(before, after) == []
+    assert retest.training_changes(before, after, keys=retest.LENGTH_KEYS) == ["epochs: 40 -> 300"]
+    after["eval_args"] = {"split": {"RS": [0.8, 0.1, 0.1]}, "mode": {"test": "full"}}
+    after["embedding_size"] = 32
+    assert retest.training_changes(before, after) == [
+        "embedding_size: 64 -> 32",
+        "eval_args: {'split': {'LS': 'valid_and_test'}} -> {'split': {'RS': [0.8, 0.1, 0.1]}}",
+    ]
