@@ -58,7 +58,7 @@ def test_paper_step_runs_each_label_then_tables_them_all(tmp_path):
             "HDCCF[ui_negatives=items;debias=False;stopping_step=5]",
             "BPR",
             "NeuMF",
-            "ENMF",
+            "ENMF[dropout_prob=0.3]",
             "LightGCN[learning_rate=0.01]",
             "SimpleX",
         ]
@@ -67,7 +67,7 @@ def test_paper_step_runs_each_label_then_tables_them_all(tmp_path):
     assert len(report) == 1
     assert report[0].split("--models=")[1].split(" ")[0] == (
         "HDCCF[ui_negatives=items;debias=False;stopping_step=5],"
-        "BPR,NeuMF,ENMF,LightGCN[learning_rate=0.01],SimpleX"
+        "BPR,NeuMF,ENMF[dropout_prob=0.3],LightGCN[learning_rate=0.01],SimpleX"
     )
 
 
