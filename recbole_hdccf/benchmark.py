@@ -342,8 +342,13 @@ def _paired(a: dict, b: dict, metric: str):
 
 
 def write_outputs(
-    out: Path, records: list[dict], labels: list[str], proposed: str | None = None
+    out: Path,
+    records: list[dict],
+    labels: list[str],
+    proposed: str | None = None,
+    heading: str = "",
 ) -> None:
+    """``runs.json``, ``runs.csv`` and ``table.md`` (``heading`` above the table) in ``out``."""
     _write_json(out / "runs.json", records)
     columns = [
         "label",
@@ -369,7 +374,7 @@ def write_outputs(
             row.update({f"test_{m}": r.get("test", {}).get(m) for m in METRICS})
             writer.writerow(row)
     os.replace(tmp, out / "runs.csv")
-    text = markdown_table(records, labels, proposed)
+    text = heading + markdown_table(records, labels, proposed)
     (out / "table.md").write_text(text, encoding="utf-8")
 
 

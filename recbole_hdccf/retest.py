@@ -107,9 +107,12 @@ def _working_directory(path: Path):
         os.chdir(previous)
 
 
-def retest_one(run_dir: Path, record: dict, protocol: Path, workdir: Path) -> dict:
-    """Evaluate the run in ``run_dir`` (its benchmark ``record``) under ``protocol``; returns the
-    new record. Raises :class:`RetestError` if the protocol would change its training data."""
+def retest_one(
+    run_dir: Path, record: dict, checkpoint: Path | None, protocol: Path, workdir: Path
+) -> dict:
+    """Evaluate ``checkpoint``, the best model of the run in ``run_dir`` (its benchmark
+    ``record``), under ``protocol``; returns the new record. Raises :class:`RetestError` if the
+    protocol or an edited config file would change its data or settings."""
     import yaml
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
@@ -119,7 +122,6 @@ def retest_one(run_dir: Path, record: dict, protocol: Path, workdir: Path) -> di
 
     request = json.loads((run_dir / "request.json").read_text(encoding="utf-8"))
     spec, base = RunSpec(**request["spec"]), request["base"]
-    checkpoint = best_checkpoint(run_dir, record)
     if checkpoint is None:
         raise RetestError(f"{run_dir}: no saved model to test")
     own = {**base["config"], **spec.overrides}  # --set and the label's settings
@@ -185,13 +187,13 @@ def _labels(records: list[dict], runs: Path) -> list[str]:
     return list(dict.fromkeys(order + sorted(r["label"] for r in records)))
 
 
-def _up_to_date(done: Path, run_dir: Path, record: dict) -> bool:
+def _up_to_date(done: Path, checkpoint: Path | None) -> bool:
+    """Whether ``done`` is a successful retest of ``checkpoint`` as it is now."""
     if not done.is_file():
         return False
     previous = json.loads(done.read_text(encoding="utf-8"))
     if previous["status"] != "ok":
         return False
-    checkpoint = best_checkpoint(run_dir, record)
     stored = previous["retest"]
     return (
         checkpoint is not None
@@ -243,7 +245,8 @@ def main(argv=None) -> int:
             print(f"{prefix}: failed in {runs}, left as it was", flush=True)
             records.append(record)
             continue
-        if _up_to_date(done, run_dir, record):
+        checkpoint = best_checkpoint(run_dir, record)
+        if _up_to_date(done, checkpoint):
             print(f"{prefix}: skipped, retested earlier", flush=True)
             records.append(json.loads(done.read_text(encoding="utf-8")))
             continue
@@ -251,7 +254,7 @@ def main(argv=None) -> int:
         workdir = out / "runs" / key
         workdir.mkdir(exist_ok=True)
         try:
-            new = retest_one(run_dir, record, protocol, workdir)
+            new = retest_one(run_dir, record, checkpoint, protocol, workdir)
             ndcg = new["test"].get("ndcg@10", float("nan"))
             print(f"{prefix}: NDCG@10 {ndcg:.4f} ({new['retest']['seconds']:.0f} s)", flush=True)
         except Exception as error:  # noqa: BLE001  (one run's failure must not stop the others)
@@ -262,13 +265,12 @@ def main(argv=None) -> int:
         records.append(new)
     labels = [label for label in labels if any(r["label"] == label for r in records)]
     proposed = args.proposed or default_proposed(labels)
-    write_outputs(out, records, labels, proposed)
-    table = out / "table.md"
-    table.write_text(
+    heading = (
         f"Test under `{protocol.name}` of the best checkpoints of the runs in `{runs}` (trained "
-        "and selected under that folder's protocol; not retrained).\n\n" + table.read_text(),
-        encoding="utf-8",
+        "and selected under that folder's protocol; not retrained).\n\n"
     )
+    write_outputs(out, records, labels, proposed, heading)
+    table = out / "table.md"
     print(table.read_text(encoding="utf-8"))
     print(f"written: {table}, {out / 'runs.csv'}, {out / 'runs.json'}")
     return 0
