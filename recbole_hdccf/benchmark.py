@@ -14,7 +14,8 @@ Each (model, seed) runs in its own process, in ``OUT/runs/<run>/``; its result i
 skips the runs that finished, and refuses to reuse one that ran with other settings.
 ``OUT/table.md``, ``OUT/runs.csv`` and ``OUT/runs.json`` are rewritten after every run;
 ``--report_only`` rewrites them from the finished runs without running anything (to merge runs
-that several benchmark processes wrote into one folder).
+that several benchmark processes wrote into one folder); with ``--merge_runs=OTHER/runs.csv`` (or
+``runs.json``) it also takes, for a run missing from ``OUT``, the record another benchmark wrote.
 
 The proposed model, whose improvement over the best baseline and p-value the table gives, is the
 first HDCCF label in ``--models`` (``--proposed`` picks another); every other HDCCF label is a
@@ -378,6 +379,54 @@ def write_outputs(
     (out / "table.md").write_text(text, encoding="utf-8")
 
 
+def read_runs(path: Path) -> dict[tuple[str, int], dict]:
+    """The records a benchmark wrote to ``runs.json`` or ``runs.csv``, by (label, seed).
+
+    A CSV row becomes a record with what the table needs (label, seed, status, test metrics,
+    error) and the cost columns as numbers; ``runs.json`` keeps everything."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--merge_runs: no file {path} (give a runs.json or runs.csv)")
+    if path.suffix == ".json":
+        records = json.loads(path.read_text(encoding="utf-8"))
+    elif path.suffix == ".csv":
+        with open(path, newline="", encoding="utf-8") as handle:
+            records = [_record_from_row(row) for row in csv.DictReader(handle)]
+    else:
+        raise ValueError(f"--merge_runs: {path} is neither a runs.json nor a runs.csv")
+    missing = [key for key in ("label", "seed", "status") if records and key not in records[0]]
+    if missing:
+        raise ValueError(
+            f"--merge_runs: {path} has no {', '.join(missing)}: not a benchmark's runs"
+        )
+    return {(r["label"], int(r["seed"])): r for r in records}
+
+
+def _record_from_row(row: dict) -> dict:
+    def number(text):
+        if text in (None, ""):
+            return None
+        if text in ("True", "False"):
+            return text == "True"
+        return float(text)
+
+    record = {key: value for key, value in row.items() if not key.startswith("test_")}
+    record["seed"] = int(row["seed"])
+    record["test"] = {m: float(row[f"test_{m}"]) for m in METRICS if row.get(f"test_{m}")}
+    for key in (
+        "seconds_per_epoch",
+        "epochs_run",
+        "epochs_to_best",
+        "total_seconds",
+        "time_budget_reached",
+        "peak_memory_mb",
+        "peak_gpu_memory_mb",
+    ):
+        if key in row:
+            record[key] = number(row[key])
+    return record
+
+
 # ------------------------------------------------------------------------------------ driver
 def build_base(args) -> dict:
     from recbole_hdccf.paths import properties_dir, protocol_file
@@ -484,6 +533,12 @@ def main(argv=None) -> int:
         action="store_true",
         help="write the table from the finished runs in --out; run nothing",
     )
+    parser.add_argument(
+        "--merge_runs",
+        action="append",
+        help="with --report_only: another benchmark's runs.json or runs.csv, for the runs "
+        "--out lacks (repeatable; their settings are taken as written, not checked)",
+    )
     args = parser.parse_args(argv)
     if args.protocol in ("", "none"):
         args.protocol = None
@@ -495,6 +550,11 @@ def main(argv=None) -> int:
         for spec in specs:
             check_model_name(spec.model)
         base = build_base(args)
+        if args.merge_runs and not args.report_only:
+            raise ValueError("--merge_runs only merges into a report: add --report_only")
+        merged = {}
+        for path in args.merge_runs or []:
+            merged.update(read_runs(path))
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -532,6 +592,9 @@ def main(argv=None) -> int:
         if args.report_only:
             if done.exists():
                 records[spec.key] = json.loads(done.read_text(encoding="utf-8"))
+            elif (spec.label, spec.seed) in merged:
+                records[spec.key] = merged[spec.label, spec.seed]
+                print(f"{prefix}: from --merge_runs", flush=True)
             else:
                 missing.append(f"{spec.label} seed={spec.seed}")
             continue

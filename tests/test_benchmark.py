@@ -203,3 +203,44 @@ def test_changed_settings_are_refused_and_report_only_merges(
 
     assert benchmark.main(args + ["--proposed=NeuMF"]) == 2
     assert "--proposed='NeuMF' is not one of --models" in capsys.readouterr().err
+
+    # --merge_runs: a run --out lacks comes from another benchmark's runs.csv or runs.json.
+    other = tmp_path / "other"
+    other.mkdir()
+    written = [
+        {
+            "label": "HDCCF",
+            "model": "HDCCF",
+            "seed": seed,
+            "status": "ok",
+            "test": {"hit@10": 0.9, "ndcg@10": 0.8 + seed / 100, "ndcg@50": 0.85},
+            "epochs_run": 4,
+        }
+        for seed in (1, 2)
+    ]
+    benchmark.write_outputs(other, written, ["HDCCF"])
+    for name in ("runs.csv", "runs.json"):
+        assert benchmark.main(report + [f"--merge_runs={other / name}"]) == 0
+        printed = capsys.readouterr().out
+        assert "HDCCF seed=1: from --merge_runs" in printed
+        assert "not run yet (left out of the table): BPR seed=2\n" in printed
+        records = json.loads((tmp_path / "out" / "runs.json").read_text())
+        assert [(r["label"], r["seed"]) for r in records] == [
+            ("BPR", 1),
+            ("HDCCF", 1),
+            ("HDCCF", 2),
+        ]
+        assert records[2]["test"]["ndcg@10"] == pytest.approx(0.82)
+        assert records[2]["epochs_run"] == 4
+        ndcg_row = next(
+            line
+            for line in (tmp_path / "out" / "table.md").read_text().splitlines()
+            if line.startswith("| NDCG@10")
+        )
+        assert "**0.8150 ± 0.0071**" in ndcg_row.split("|")[3]
+    assert benchmark.main(args + [f"--merge_runs={other / 'runs.csv'}"]) == 2
+    assert "add --report_only" in capsys.readouterr().err
+    assert benchmark.main(report + [f"--merge_runs={other / 'table.md'}"]) == 2
+    assert "neither a runs.json nor a runs.csv" in capsys.readouterr().err
+    assert benchmark.main(report + [f"--merge_runs={other / 'nothing.csv'}"]) == 2
+    assert "no file" in capsys.readouterr().err

@@ -1,0 +1,122 @@
+"""Measure what subnormal floats cost a model's training step on this CPU, in one process.
+
+Adam keeps running averages; values that decay towards zero end up subnormal (below 1.2e-38 in
+float32), and x86 cores compute on subnormals many times slower. This trains one of RecBole's
+models (HDCCF trains through its own loader: not covered) on real data with torch's default (subnormals kept), counts the subnormal values in
+parameters, gradients and optimizer state, then times the same state's next steps with
+``torch.set_flush_denormal(True)`` and again without, alternating blocks, so the ratio comes from
+one process on one machine.
+
+    python benchmarks/measure_denormals.py --model=SimpleX --dataset=ml-1m --warmup=400
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+
+
+def subnormal_share(tensors) -> tuple[int, int]:
+    """(subnormal values, all values) over float32 tensors."""
+    tiny = torch.finfo(torch.float32).tiny
+    count = total = 0
+    for t in tensors:
+        if t is None or t.dtype != torch.float32:
+            continue
+        count += int(((t != 0) & (t.abs() < tiny)).sum())
+        total += t.numel()
+    return count, total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="SimpleX")
+    parser.add_argument("--dataset", default="ml-1m")
+    parser.add_argument("--data_path", default="../shared/datasets")
+    parser.add_argument("--protocol", default="paper")
+    parser.add_argument("--warmup", type=int, default=400, help="steps before timing")
+    parser.add_argument("--block", type=int, default=40, help="steps per timed block")
+    parser.add_argument("--blocks", type=int, default=3, help="blocks per setting")
+    parser.add_argument("--set", action="append", default=[], help="key=value (repeatable)")
+    args = parser.parse_args()
+    data_path = os.path.abspath(args.data_path)
+    os.chdir(tempfile.mkdtemp())  # RecBole writes ./log; its Config parses sys.argv
+    sys.argv = sys.argv[:1]
+
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import get_model, get_trainer, init_seed
+
+    import recbole_hdccf  # noqa: F401
+    from recbole_hdccf.benchmark import parse_value
+    from recbole_hdccf.paths import properties_dir, protocol_file
+
+    files = [str(protocol_file(args.protocol))]  # as the benchmark layers them
+    model_yaml = properties_dir() / "model" / f"{args.model}.yaml"
+    files += [str(model_yaml)] if model_yaml.is_file() else []
+    config = Config(
+        model=args.model,
+        dataset=args.dataset,
+        config_file_list=files,
+        config_dict={
+            "data_path": data_path,
+            "show_progress": False,
+            "seed": 2020,
+            **{k: parse_value(v) for k, v in (pair.split("=", 1) for pair in args.set)},
+        },
+    )
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, _, _ = data_preparation(config, create_dataset(config))
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    optimizer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model).optimizer
+
+    def batches():
+        while True:
+            yield from train_data
+
+    stream = batches()
+
+    def step() -> float:
+        interaction = next(stream).to(config["device"])
+        start = time.perf_counter()
+        optimizer.zero_grad()
+        loss = model.calculate_loss(interaction)
+        loss = sum(loss) if isinstance(loss, tuple) else loss
+        loss.backward()
+        optimizer.step()
+        return time.perf_counter() - start
+
+    torch.set_flush_denormal(False)
+    for _ in range(args.warmup):
+        step()
+    state = [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
+    params = list(model.parameters())
+    for name, tensors in (
+        ("parameters", params),
+        ("gradients", [p.grad for p in params]),
+        ("optimizer state", state),
+    ):
+        count, total = subnormal_share(tensors)
+        print(f"after {args.warmup} steps: {count:,} of {total:,} values in {name} subnormal")
+    times = {False: [], True: []}
+    for _ in range(args.blocks):
+        for flush in (True, False):
+            torch.set_flush_denormal(flush)
+            block = [step() for _ in range(args.block)]
+            times[flush].append(statistics.median(block) * 1e3)
+    keep, flush = statistics.median(times[False]), statistics.median(times[True])
+    print(
+        f"{args.model} on {args.dataset}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} thread(s): ms per step (median of block medians) "
+        f"subnormals kept {keep:.1f}, flushed {flush:.1f}, ratio {keep / flush:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
