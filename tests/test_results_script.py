@@ -60,14 +60,15 @@ def test_paper_step_runs_each_label_then_tables_them_all(tmp_path):
             "NeuMF",
             "ENMF[dropout_prob=0.3]",
             "LightGCN[learning_rate=0.01]",
-            "SimpleX",
+            "SimpleX[train_batch_size=26112;learning_rate=0.005]",
         ]
     )
     assert all("--set train_time_budget=3300" in c and "--seeds=3" in c for c in calls)
     assert len(report) == 1
     assert report[0].split("--models=")[1].split(" ")[0] == (
         "HDCCF[ui_negatives=items;debias=False;stopping_step=5],"
-        "BPR,NeuMF,ENMF[dropout_prob=0.3],LightGCN[learning_rate=0.01],SimpleX"
+        "BPR,NeuMF,ENMF[dropout_prob=0.3],LightGCN[learning_rate=0.01],"
+        "SimpleX[train_batch_size=26112;learning_rate=0.005]"
     )
 
 
