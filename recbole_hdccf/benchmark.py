@@ -17,6 +17,11 @@ skips the runs that finished, and refuses to reuse one that ran with other setti
 that several benchmark processes wrote into one folder); with ``--merge_runs=OTHER/runs.csv`` (or
 ``runs.json``) it also takes, for a run missing from ``OUT``, the record another benchmark wrote.
 
+``--threads=N`` gives every run N torch threads. Each record keeps ``torch_threads`` and the
+seconds of a fixed reference workload timed just before and after training
+(``machine_speed.py``): a ``train_time_budget`` is wall-clock, and the table notes when the runs
+it stopped saw different machine speeds.
+
 The proposed model, whose improvement over the best baseline and p-value the table gives, is the
 first HDCCF label in ``--models`` (``--proposed`` picks another); every other HDCCF label is a
 variant, not a baseline.
@@ -37,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from recbole_hdccf.machine_speed import speed_note
 
 METRICS = ("hit@10", "ndcg@10", "ndcg@50")
 METRIC_LABELS = {"hit@10": "HR@10", "ndcg@10": "NDCG@10", "ndcg@50": "NDCG@50"}
@@ -109,12 +116,18 @@ def run_one(spec: RunSpec, base: dict, workdir: Path) -> dict:
     """Train and test one run in this process (called in a child). Returns the result record."""
     import resource
 
+    import torch
+
     import recbole_hdccf  # noqa: F401
+    from recbole_hdccf.machine_speed import reference_seconds
     from recbole_hdccf.quick_start import run_recbole
 
+    if base.get("threads"):
+        torch.set_num_threads(base["threads"])
     os.chdir(workdir)
     sys.argv = sys.argv[:1]  # RecBole's Config parses sys.argv
     marks: list[tuple[float, float]] = []
+    speed_before = reference_seconds()
     start = time.time()
 
     def on_epoch(epoch_idx, valid_score):
@@ -135,6 +148,7 @@ def run_one(spec: RunSpec, base: dict, workdir: Path) -> dict:
         callback_fn=on_epoch,
     )
     total = time.time() - start
+    speed_after = reference_seconds()
     epoch_times = np.diff([start] + [t for t, _ in marks]) if marks else np.array([])
     scores = [s for _, s in marks]
     config = result["config"]
@@ -153,6 +167,9 @@ def run_one(spec: RunSpec, base: dict, workdir: Path) -> dict:
         "time_budget_reached": bool(result.get("time_budget_reached")),
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_gpu_memory_mb": _peak_gpu_memory_mb(),
+        "torch_threads": torch.get_num_threads(),
+        "reference_seconds_before": speed_before,
+        "reference_seconds_after": speed_after,
         "checkpoint": result["checkpoint"],
         "config": {k: _jsonable(v) for k, v in config.final_config_dict.items()},
     }
@@ -204,6 +221,9 @@ def run_in_child(spec: RunSpec, base: dict, out: Path, timeout: float | None) ->
     result_file = workdir / "result.json"
     result_file.unlink(missing_ok=True)
     log = workdir / "stdout.log"
+    env = dict(os.environ)
+    if base.get("threads"):  # numpy's and torch's pools both read these at start
+        env.update(OMP_NUM_THREADS=str(base["threads"]), MKL_NUM_THREADS=str(base["threads"]))
     with open(log, "w", encoding="utf-8") as handle:
         try:
             code = subprocess.run(
@@ -212,6 +232,7 @@ def run_in_child(spec: RunSpec, base: dict, out: Path, timeout: float | None) ->
                 stderr=subprocess.STDOUT,
                 timeout=timeout,
                 cwd=workdir,
+                env=env,
             ).returncode
         except subprocess.TimeoutExpired:
             code = "timeout"
@@ -328,6 +349,9 @@ def markdown_table(records: list[dict], labels: list[str], proposed: str | None 
         have = summary[label]["seeds"]
         if have and have != seeds:
             notes.append(f"- {label}: seeds {have} only")
+    speed = speed_note(records)
+    if speed:
+        notes.append(f"- Budget: {speed}.")
     notes.append(
         f"- mean ± std over seeds {seeds} (one seed: its value); Imp. = {proposed} over the best "
         "baseline (underlined); p: two-sided paired t-test against that baseline over the seeds "
@@ -364,6 +388,9 @@ def write_outputs(
         "time_budget_reached",
         "peak_memory_mb",
         "peak_gpu_memory_mb",
+        "torch_threads",
+        "reference_seconds_before",
+        "reference_seconds_after",
         "error",
     ]
     tmp = out / f"runs.csv.{os.getpid()}.tmp"
@@ -421,6 +448,9 @@ def _record_from_row(row: dict) -> dict:
         "time_budget_reached",
         "peak_memory_mb",
         "peak_gpu_memory_mb",
+        "torch_threads",
+        "reference_seconds_before",
+        "reference_seconds_after",
     ):
         if key in row:
             record[key] = number(row[key])
@@ -441,7 +471,13 @@ def build_base(args) -> dict:
         model_yaml = properties_dir() / "model" / f"{model}.yaml"
         files[model] = common + ([str(model_yaml)] if model_yaml.is_file() else [])
     digests = {path: _digest(path) for paths in files.values() for path in paths}
-    return {"dataset": args.dataset, "config": config, "config_files": files, "digests": digests}
+    return {
+        "dataset": args.dataset,
+        "config": config,
+        "config_files": files,
+        "digests": digests,
+        "threads": args.threads,
+    }
 
 
 def _digest(path: str) -> str:
@@ -524,6 +560,12 @@ def main(argv=None) -> int:
     parser.add_argument("--set", action="append", help="key=value for every model (repeatable)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per run")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per run (default: torch's, all cores); 1 when runs share the cores",
+    )
     parser.add_argument("--retry_failed", action="store_true", help="rerun failed runs")
     parser.add_argument(
         "--proposed", default=None, help="label given Imp. and p (default: the first HDCCF one)"
@@ -542,6 +584,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.protocol in ("", "none"):
         args.protocol = None
+    if args.threads is not None and args.threads < 1:
+        print(f"error: --threads={args.threads}: give 1 or more", file=sys.stderr)
+        return 2
 
     try:
         from recbole_hdccf.registry import check_model_name

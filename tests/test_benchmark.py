@@ -50,6 +50,8 @@ def test_benchmark_end_to_end_table_failures_and_resume(tiny_data_path, tmp_path
         assert set(benchmark.METRICS) <= set(r["test"])
         assert r["epochs_run"] == 2 and r["total_seconds"] > 0 and r["peak_memory_mb"] > 0
         assert r["config"]["model"] == r["model"] and r["config"]["seed"] == r["seed"]
+        assert r["reference_seconds_before"] > 0 and r["reference_seconds_after"] > 0
+        assert r["torch_threads"] >= 1
     failed = [r for r in records if r["status"] == "failed"]
     assert len(failed) == 2 and all("tau" in r["error"] for r in failed)
 
@@ -73,6 +75,7 @@ def test_benchmark_end_to_end_table_failures_and_resume(tiny_data_path, tmp_path
     assert "HDCCF[tau=-1] seed 1 failed" in table
     csv_lines = (out / "runs.csv").read_text().splitlines()
     assert len(csv_lines) == 1 + 6
+    assert "torch_threads,reference_seconds_before,reference_seconds_after" in csv_lines[0]
 
     # Started again: every finished run is skipped, nothing is retrained.
     assert benchmark.main(_args(tiny_data_path, tmp_path, out)) == 0
@@ -173,9 +176,13 @@ def test_changed_settings_are_refused_and_report_only_merges(
     monkeypatch.chdir(tmp_path)
     args = _args(tiny_data_path, tmp_path, "out", models="BPR")  # a relative --out
     args[-2] = "--seed_list=1"
-    assert benchmark.main(args) == 0
-    assert (tmp_path / "out" / "runs" / "BPR-seed1.json").exists()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what the run would get without --threads
+    assert benchmark.main(args + ["--threads=2"]) == 0
+    record = json.loads((tmp_path / "out" / "runs" / "BPR-seed1.json").read_text())
+    assert record["torch_threads"] == 2
     capsys.readouterr()
+    assert benchmark.main(args + ["--threads=0"]) == 2
+    assert "--threads=0: give 1 or more" in capsys.readouterr().err
 
     assert benchmark.main(args + ["--set", "learning_rate=0.5"]) == 2
     error = capsys.readouterr().err
@@ -185,7 +192,7 @@ def test_changed_settings_are_refused_and_report_only_merges(
     config_file = tmp_path / "bench.yaml"  # the same path, other contents
     original = config_file.read_text()
     config_file.write_text("# a comment changes no setting\n" + original)
-    assert benchmark.main(args) == 0
+    assert benchmark.main(args) == 0  # nor does another thread count
     assert "skipped, finished earlier" in capsys.readouterr().out
     config_file.write_text(original + "learning_rate: 0.5\n")
     assert benchmark.main(args) == 2
