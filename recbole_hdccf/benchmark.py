@@ -47,6 +47,19 @@ from recbole_hdccf.machine_speed import speed_note
 
 METRICS = ("hit@10", "ndcg@10", "ndcg@50")
 METRIC_LABELS = {"hit@10": "HR@10", "ndcg@10": "NDCG@10", "ndcg@50": "NDCG@50"}
+# A run's cost and machine, as runs.csv writes them and --merge_runs reads them back (numbers).
+COST_COLUMNS = (
+    "seconds_per_epoch",
+    "epochs_run",
+    "epochs_to_best",
+    "total_seconds",
+    "time_budget_reached",
+    "peak_memory_mb",
+    "peak_gpu_memory_mb",
+    "torch_threads",
+    "reference_seconds_before",
+    "reference_seconds_after",
+)
 PROPOSED = "HDCCF"
 ABLATION_MODELS = ",".join(
     ["HDCCF"] + [f"HDCCF[ablation={a}]" for a in ("wo_u", "wo_i", "wo_ui", "bpr_plus", "biased")]
@@ -122,8 +135,6 @@ def run_one(spec: RunSpec, base: dict, workdir: Path) -> dict:
     from recbole_hdccf.machine_speed import reference_seconds
     from recbole_hdccf.quick_start import run_recbole
 
-    if base.get("threads"):
-        torch.set_num_threads(base["threads"])
     os.chdir(workdir)
     sys.argv = sys.argv[:1]  # RecBole's Config parses sys.argv
     marks: list[tuple[float, float]] = []
@@ -222,7 +233,7 @@ def run_in_child(spec: RunSpec, base: dict, out: Path, timeout: float | None) ->
     result_file.unlink(missing_ok=True)
     log = workdir / "stdout.log"
     env = dict(os.environ)
-    if base.get("threads"):  # numpy's and torch's pools both read these at start
+    if base.get("threads"):  # torch's and numpy's thread pools both take these at start
         env.update(OMP_NUM_THREADS=str(base["threads"]), MKL_NUM_THREADS=str(base["threads"]))
     with open(log, "w", encoding="utf-8") as handle:
         try:
@@ -381,16 +392,7 @@ def write_outputs(
         "seed",
         "status",
         *[f"test_{m}" for m in METRICS],
-        "seconds_per_epoch",
-        "epochs_run",
-        "epochs_to_best",
-        "total_seconds",
-        "time_budget_reached",
-        "peak_memory_mb",
-        "peak_gpu_memory_mb",
-        "torch_threads",
-        "reference_seconds_before",
-        "reference_seconds_after",
+        *COST_COLUMNS,
         "error",
     ]
     tmp = out / f"runs.csv.{os.getpid()}.tmp"
@@ -440,18 +442,7 @@ def _record_from_row(row: dict) -> dict:
     record = {key: value for key, value in row.items() if not key.startswith("test_")}
     record["seed"] = int(row["seed"])
     record["test"] = {m: float(row[f"test_{m}"]) for m in METRICS if row.get(f"test_{m}")}
-    for key in (
-        "seconds_per_epoch",
-        "epochs_run",
-        "epochs_to_best",
-        "total_seconds",
-        "time_budget_reached",
-        "peak_memory_mb",
-        "peak_gpu_memory_mb",
-        "torch_threads",
-        "reference_seconds_before",
-        "reference_seconds_after",
-    ):
+    for key in COST_COLUMNS:
         if key in row:
             record[key] = number(row[key])
     return record

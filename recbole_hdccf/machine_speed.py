@@ -64,8 +64,7 @@ def speed_note(records: list[dict]) -> str | None:
     ``SPEED_SPREAD_WARNING`` apart, or ran on different thread counts; None otherwise."""
     stopped = [r for r in records if r.get("status") == "ok" and r.get("time_budget_reached")]
     notes = []
-    speeds = {(r["label"], r["seed"]): run_speed(r) for r in stopped}
-    known = {key: value for key, value in speeds.items() if value}
+    known = {(r["label"], r["seed"]): speed for r in stopped if (speed := run_speed(r))}
     if len(known) > 1:
         slowest = max(known, key=known.get)
         fastest = min(known, key=known.get)
