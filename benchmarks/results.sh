@@ -5,9 +5,12 @@
 #
 #   bash benchmarks/results.sh [STEP ...]     (from the repository root)
 #
-# STEP: paper | retest | full | ablation | sensitivity | modulation | plots
+# STEP: paper | retest | variants | full | ablation | sensitivity | modulation | plots
 #       (default: all, in that order; retest: the paper runs' best checkpoints tested under full
-#       ranking without training again, into $OUT/paper/retest-full)
+#       ranking without training again, into $OUT/paper/retest-full; variants: the published
+#       HDCCF configuration without its modulation and with the debiased loss, tabled with the
+#       paper step's HDCCF runs; ablation, sensitivity, modulation: the paper's figures, on
+#       HDCCF's defaults)
 #       tune (on request): TRIALS random draws from properties/hyper/<Model>.hyper for every
 #       model, each trial under the same BUDGET: the fair tuning budget (cheap on ml-100k)
 # Environment:
@@ -52,6 +55,10 @@ export PYTHON
 # positives) at learning rate 0.005: ML-1M validation 0.4148-0.4167 against 0.4007-0.4063 with
 # the yaml's (three seeds).
 PROPOSED="HDCCF[ui_negatives=items;debias=False;stopping_step=5]"
+# The variants step: that configuration without the modulation (eq. 8) and with the debiased
+# loss (docs/results.md, "ML-1M: the published configuration's modulation and loss").
+VARIANTS=("${PROPOSED%]};ablation=unmodulated]"
+          "HDCCF[ui_negatives=items;debias=True;stopping_step=5]")
 SIMPLEX="SimpleX[train_batch_size=26112;learning_rate=0.005]"
 read -r -a BASELINES <<< "${BASELINES:-BPR NeuMF ENMF[dropout_prob=0.3] LightGCN[learning_rate=0.01] $SIMPLEX}"
 
@@ -94,12 +101,19 @@ preset() {  # @ablation -> its labels, one per line
 }
 
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(paper retest full ablation sensitivity modulation plots)
+[ ${#steps[@]} -gt 0 ] || steps=(paper retest variants full ablation sensitivity modulation plots)
 for step in "${steps[@]}"; do
     echo "== $step ($(date))"
     case $step in
         paper | full) in_parallel "$OUT/$step" "$step" "$PROPOSED" "${BASELINES[@]}" ;;
         retest) "$PYTHON" -m recbole_hdccf.retest --runs="$OUT/paper" --protocol=full ;;
+        variants)
+            in_parallel "$OUT/variants" paper "${VARIANTS[@]}"
+            if [ -f "$OUT/paper/runs.json" ]; then  # the published configuration itself
+                bench "$OUT/variants" paper "$PROPOSED,$(IFS=,; echo "${VARIANTS[*]}")" \
+                    --report_only --merge_runs="$OUT/paper/runs.json"
+            fi
+            ;;
         ablation | sensitivity | modulation)
             mapfile -t labels < <(preset "@$step")
             in_parallel "$OUT/$step" paper "${labels[@]}"
@@ -111,10 +125,11 @@ for step in "${steps[@]}"; do
             ;;
         plots)
             "$PYTHON" -m recbole_hdccf.plots ablation --results="$OUT/ablation"
+            "$PYTHON" -m recbole_hdccf.plots ablation --results="$OUT/variants"
             "$PYTHON" -m recbole_hdccf.plots sensitivity --results="$OUT/sensitivity"
             "$PYTHON" -m recbole_hdccf.plots scores --results="$OUT/modulation"
             ;;
-        *) echo "unknown step $step: use paper, retest, full, ablation, sensitivity, modulation, plots or tune" >&2
+        *) echo "unknown step $step: use paper, retest, variants, full, ablation, sensitivity, modulation, plots or tune" >&2
            exit 2 ;;
     esac
 done

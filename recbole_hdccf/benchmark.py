@@ -142,7 +142,7 @@ def run_one(spec: RunSpec, base: dict, workdir: Path) -> dict:
     start = time.time()
 
     def on_epoch(epoch_idx, valid_score):
-        marks.append((time.time(), float(valid_score)))
+        marks.append((time.time(), epoch_idx, float(valid_score)))
 
     config_dict = {
         **base["config"],
@@ -160,10 +160,10 @@ def run_one(spec: RunSpec, base: dict, workdir: Path) -> dict:
     )
     total = time.time() - start
     speed_after = reference_seconds()
-    epoch_times = np.diff([start] + [t for t, _ in marks]) if marks else np.array([])
-    scores = [s for _, s in marks]
+    epoch_times = np.diff([start] + [t for t, _, _ in marks]) if marks else np.array([])
+    scores = [s for _, _, s in marks]
     config = result["config"]
-    best_epoch = int(np.argmax(scores)) + 1 if scores else None
+    best_epoch = best_valid_epoch([e for _, e, _ in marks], scores)
     return {
         "label": spec.label,
         "model": spec.model,
@@ -184,6 +184,16 @@ def run_one(spec: RunSpec, base: dict, workdir: Path) -> dict:
         "checkpoint": result["checkpoint"],
         "config": {k: _jsonable(v) for k, v in config.final_config_dict.items()},
     }
+
+
+def best_valid_epoch(epochs: list[int], scores: list[float]) -> int | None:
+    """The epoch (counted from 1) whose model RecBole keeps as best: the last of equal best
+    validation scores, as its ``early_stopping`` takes a tie (``>=``); scores are rounded to
+    ``metric_decimal_place``, so ties happen. None without a validation."""
+    if not scores:
+        return None
+    best = max(scores)
+    return max(e for e, s in zip(epochs, scores, strict=True) if s == best) + 1
 
 
 def best_checkpoint(run_dir: Path, record: dict | None = None) -> Path | None:

@@ -4,6 +4,10 @@ distributions with and without modulation (Fig. 3). Each PNG is written with the
     python -m recbole_hdccf.benchmark ... --models=@ablation --out=results/ml-1m-ablation
     python -m recbole_hdccf.plots ablation --results=results/ml-1m-ablation
 
+    An ablation over another configuration lists it and its variants; each bar is named by
+    what it changes (``debiased``, ``w/o-U``), the configuration itself ``HDCCF``:
+    --models='HDCCF[debias=False],HDCCF[debias=True],HDCCF[debias=False;ablation=wo_u]'
+
     python -m recbole_hdccf.benchmark ... --models=@sensitivity --out=results/ml-1m-sensitivity
     python -m recbole_hdccf.plots sensitivity --results=results/ml-1m-sensitivity
 
@@ -22,10 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from recbole_hdccf.benchmark import SENSITIVITY_GRID, RunSpec, best_checkpoint
+from recbole_hdccf.benchmark import SENSITIVITY_GRID, RunSpec, best_checkpoint, parse_models
 
 ABLATION_NAMES = {
-    "HDCCF": "HDCCF",
     "wo_u": "w/o-U",
     "wo_i": "w/o-I",
     "wo_ui": "w/o-U&I",
@@ -33,6 +36,8 @@ ABLATION_NAMES = {
     "biased": "biased",
     "unmodulated": "unmodulated",
 }
+# A setting that names a variant on its own (an ablation run over the biased loss: "debiased").
+SETTING_NAMES = {("debias", True): "debiased", ("debias", False): "biased"}
 
 
 def _plt():
@@ -71,9 +76,9 @@ def ablation_plot(results: Path, metrics=("hit@10", "ndcg@10")) -> Path:
     for ax, metric in zip(np.atleast_1d(axes), metrics, strict=True):
         grouped = _by_label(records, metric)
         names, means, stds = [], [], []
+        short = variant_names(list(grouped))
         for label, values in grouped.items():
-            variant = records_variant(label)
-            names.append(ABLATION_NAMES.get(variant, variant))
+            names.append(short[label])
             means.append(float(np.mean(values)))
             stds.append(float(np.std(values, ddof=1)) if len(values) > 1 else 0.0)
             rows.append([label, metric, means[-1], stds[-1], len(values)])
@@ -89,8 +94,49 @@ def ablation_plot(results: Path, metrics=("hit@10", "ndcg@10")) -> Path:
     return png
 
 
-def records_variant(label: str) -> str:
-    return label.split("ablation=")[1].rstrip("]") if "ablation=" in label else label
+def _settings(label: str) -> dict:
+    return parse_models(label)[0][2]
+
+
+def ablation_base(labels: list[str]) -> str:
+    """The label the variants are built on: the first one without an ``ablation`` whose
+    settings the most other labels include (``HDCCF`` for ``@ablation``; the published
+    configuration for ablations run over it)."""
+    candidates = [label for label in labels if "ablation" not in _settings(label)] or labels
+
+    def included_in(label):
+        model, base = parse_models(label)[0][1], _settings(label).items()
+        return sum(
+            parse_models(other)[0][1] == model and base <= _settings(other).items()
+            for other in labels
+            if other != label
+        )
+
+    return max(candidates, key=included_in)  # max keeps the first of equals
+
+
+def variant_names(labels: list[str]) -> dict[str, str]:
+    """Short bar names: what each label changes from the base (``w/o-U``, ``debiased``,
+    ``tau=0.5``), the base itself ``HDCCF``. A label of another model, or one that leaves a base
+    setting at its default (which the label does not say), keeps its whole label."""
+    base_label = ablation_base(labels)
+    base, model = _settings(base_label), parse_models(base_label)[0][1]
+    names = {}
+    for label in labels:
+        if parse_models(label)[0][1] != model or base.keys() - _settings(label).keys():
+            names[label] = label
+            continue
+        changed = {k: v for k, v in _settings(label).items() if base.get(k, object()) != v}
+        parts = []
+        for key, value in changed.items():
+            if key == "ablation":
+                parts.append(ABLATION_NAMES.get(value, value))
+            else:
+                hashable = isinstance(value, (bool, int, float, str))
+                named = SETTING_NAMES.get((key, value)) if hashable else None
+                parts.append(named or f"{key}={value}")
+        names[label] = ", ".join(parts) or model
+    return names
 
 
 def sensitivity_plot(results: Path, metrics=("hit@10", "ndcg@10")) -> Path:
@@ -167,13 +213,28 @@ def pair_score_samples(checkpoint: str, max_users: int = 2000, negatives_per_use
     return np.concatenate(positives), np.concatenate(negatives)
 
 
+def modulation_pair(labels: list[str]) -> tuple[str, ...]:
+    """(modulated, unmodulated): the first label with ``ablation=unmodulated`` and the label
+    with the same other settings (``HDCCF`` for ``HDCCF[ablation=unmodulated]``); () if none."""
+    for label in labels:
+        settings = _settings(label)
+        if settings.get("ablation") != "unmodulated":
+            continue
+        settings.pop("ablation")
+        model = parse_models(label)[0][1]
+        for other in labels:
+            if parse_models(other)[0][1] == model and _settings(other) == settings:
+                return other, label
+    return ()
+
+
 def scores_plot(results: Path) -> Path:
     """Fig. 3: positive and negative score distributions of HDCCF and its unmodulated variant,
     scores normalised to 0-100 per model, the overlap of the two ranges shaded."""
     plt = _plt()
     found = {}
     records = _records(results)
-    for label in ("HDCCF", "HDCCF[ablation=unmodulated]"):
+    for label in modulation_pair([r["label"] for r in records]):
         seeds = sorted(r["seed"] for r in records if r["label"] == label)
         if seeds:
             run_dir = results / "runs" / RunSpec(label, "HDCCF", {}, seeds[0]).key
@@ -183,7 +244,8 @@ def scores_plot(results: Path) -> Path:
                 found[label] = str(checkpoint.resolve())
     if len(found) < 2:
         raise FileNotFoundError(
-            f"scores plot needs checkpoints of HDCCF and HDCCF[ablation=unmodulated] in {results}"
+            f"scores plot needs checkpoints of a model and its ablation=unmodulated variant in "
+            f"{results} (e.g. --models=@modulation); found {sorted(found) or 'none'}"
         )
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
     rows = []
@@ -195,7 +257,8 @@ def scores_plot(results: Path) -> Path:
         ax.hist(neg_n, bins=bins, density=True, alpha=0.6, label="negative")
         ax.hist(pos_n, bins=bins, density=True, alpha=0.6, label="positive")
         ax.axvspan(pos_n.min(), neg_n.max(), color="red", alpha=0.1)
-        ax.set_title("modulated" if label == "HDCCF" else "unmodulated")
+        unmodulated = _settings(label).get("ablation") == "unmodulated"
+        ax.set_title("unmodulated" if unmodulated else "modulated")
         ax.set_xlabel("relevance score (normalised)")
         ax.legend()
         rows += [[label, "positive", float(v)] for v in pos_n]

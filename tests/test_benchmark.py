@@ -90,6 +90,21 @@ def test_paired_p_value():
     assert benchmark.paired_p_value([0.5, 0.6, 0.4], [0.6, 0.4, 0.5]) > 0.5
 
 
+def test_best_valid_epoch_is_the_one_recboles_early_stopping_keeps():
+    from recbole.utils import early_stopping
+
+    # a tie with the earlier best (validation is rounded to 4 places): RecBole keeps the later
+    scores = [0.30, 0.4366, 0.4351, 0.4366, 0.4339]
+    best, step, kept = -float("inf"), 0, None
+    for epoch, score in enumerate(scores):
+        best, step, _, update = early_stopping(score, best, step, max_step=10)
+        kept = epoch + 1 if update else kept
+    assert benchmark.best_valid_epoch(list(range(5)), scores) == kept == 4
+    # with eval_step 2 the callback sees epochs 1, 3, 5: the epoch, not the validation's index
+    assert benchmark.best_valid_epoch([1, 3, 5], [0.1, 0.3, 0.2]) == 4
+    assert benchmark.best_valid_epoch([], []) is None
+
+
 def test_parse_models_with_settings():
     parsed = benchmark.parse_models("HDCCF[ablation=wo_u],BPR,HDCCF[tau=0.2;neighbor_num=3]")
     assert parsed == [

@@ -69,3 +69,40 @@ def test_scores_plot_from_real_checkpoints(tiny_data_path, tmp_path):
 def test_missing_results_is_a_clear_error(tmp_path, capsys):
     assert plots.main(["ablation", f"--results={tmp_path / 'nothing'}"]) == 2
     assert "run the benchmark first" in capsys.readouterr().err
+
+
+def test_bars_are_named_by_what_they_change_from_the_base():
+    preset = benchmark.ABLATION_MODELS.split(",")
+    assert list(plots.variant_names(preset).values()) == [
+        "HDCCF",
+        "w/o-U",
+        "w/o-I",
+        "w/o-U&I",
+        "BPR+",
+        "biased",
+    ]
+    # an ablation over a tuned configuration: the base is the label the variants include,
+    # wherever it stands, and a label without an ablation is named by its changed setting
+    base = "HDCCF[ui_negatives=items;debias=False;stopping_step=5]"
+    labels = [
+        "HDCCF[ui_negatives=items;debias=True;stopping_step=5]",
+        "HDCCF[ui_negatives=items;debias=False;stopping_step=5;ablation=wo_u]",
+        base,
+        "HDCCF[ui_negatives=items;debias=False;stopping_step=5;tau=0.5]",
+        "BPR",  # a baseline for reference: its empty settings make it no base
+        "HDCCF[ablation=wo_u]",  # on the defaults, not on the base: "w/o-U" would be wrong
+    ]
+    assert plots.ablation_base(labels) == base
+    names = ["debiased", "w/o-U", "HDCCF", "tau=0.5", "BPR", "HDCCF[ablation=wo_u]"]
+    assert list(plots.variant_names(labels).values()) == names
+
+
+def test_modulation_pair_finds_the_unmodulated_variant_and_its_base():
+    assert plots.modulation_pair(["HDCCF[ablation=unmodulated]", "BPR", "HDCCF"]) == (
+        "HDCCF",
+        "HDCCF[ablation=unmodulated]",
+    )
+    tuned = "HDCCF[ui_negatives=items;debias=False]"
+    labels = ["HDCCF", tuned, "HDCCF[ui_negatives=items;debias=False;ablation=unmodulated]"]
+    assert plots.modulation_pair(labels) == (tuned, labels[2])
+    assert plots.modulation_pair(["HDCCF", "HDCCF[ablation=wo_u]"]) == ()

@@ -84,3 +84,25 @@ def test_tune_gets_bare_model_names_and_their_yaml(tmp_path):
 def test_retest_tests_the_paper_runs_under_full_ranking(tmp_path):
     calls = _run(tmp_path, "retest")
     assert calls == [f"-m recbole_hdccf.retest --runs={tmp_path}/out/paper --protocol=full"]
+
+
+def test_variants_step_runs_the_published_configurations_variants_and_tables_them_with_it(
+    tmp_path,
+):
+    proposed = "HDCCF[ui_negatives=items;debias=False;stopping_step=5]"
+    variants = [
+        "HDCCF[ui_negatives=items;debias=False;stopping_step=5;ablation=unmodulated]",
+        "HDCCF[ui_negatives=items;debias=True;stopping_step=5]",
+    ]
+    calls = _run(tmp_path, "variants")
+    runs = [c for c in calls if "--report_only" not in c]
+    assert sorted(c.split("--models=")[1] for c in runs) == sorted(variants)
+    assert all(f"--out={tmp_path / 'out' / 'variants'}" in c for c in calls)
+    # without the paper step's runs there is nothing to merge: only the variants' own table
+    assert not any("--merge_runs" in c for c in calls)
+    (tmp_path / "out" / "paper").mkdir(parents=True)
+    (tmp_path / "out" / "paper" / "runs.json").write_text("[]")
+    merged = [c for c in _run(tmp_path, "variants") if "--merge_runs" in c]
+    assert len(merged) == 1 and "--report_only" in merged[0]
+    assert merged[0].split("--models=")[1].split(" ")[0] == ",".join([proposed, *variants])
+    assert f"--merge_runs={tmp_path / 'out' / 'paper' / 'runs.json'}" in merged[0]
