@@ -447,7 +447,8 @@ def _record_from_row(row: dict) -> dict:
             return None
         if text in ("True", "False"):
             return text == "True"
-        return float(text)
+        value = float(text)
+        return int(value) if text.lstrip("-").isdigit() else value  # epochs stay counts
 
     record = {key: value for key, value in row.items() if not key.startswith("test_")}
     record["seed"] = int(row["seed"])

@@ -237,6 +237,7 @@ def test_changed_settings_are_refused_and_report_only_merges(
             "status": "ok",
             "test": {"hit@10": 0.9, "ndcg@10": 0.8 + seed / 100, "ndcg@50": 0.85},
             "epochs_run": 4,
+            "seconds_per_epoch": 12.5,
         }
         for seed in (1, 2)
     ]
@@ -253,7 +254,9 @@ def test_changed_settings_are_refused_and_report_only_merges(
             ("HDCCF", 2),
         ]
         assert records[2]["test"]["ndcg@10"] == pytest.approx(0.82)
-        assert records[2]["epochs_run"] == 4
+        # counts come back as counts (a CSV holds text: "4", not 4.0), seconds as seconds
+        assert records[2]["epochs_run"] == 4 and isinstance(records[2]["epochs_run"], int)
+        assert records[2]["seconds_per_epoch"] == 12.5
         ndcg_row = next(
             line
             for line in (tmp_path / "out" / "table.md").read_text().splitlines()
