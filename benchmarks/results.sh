@@ -56,7 +56,7 @@ export PYTHON
 # the yaml's (three seeds).
 PROPOSED="HDCCF[ui_negatives=items;debias=False;stopping_step=5]"
 # The variants step: that configuration without the modulation (eq. 8) and with the debiased
-# loss (docs/results.md, "ML-1M: the published configuration's modulation and loss").
+# loss (docs/results.md, "ML-1M: the published configuration without its modulation").
 VARIANTS=("${PROPOSED%]};ablation=unmodulated]"
           "HDCCF[ui_negatives=items;debias=True;stopping_step=5]")
 SIMPLEX="SimpleX[train_batch_size=26112;learning_rate=0.005]"

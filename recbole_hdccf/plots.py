@@ -94,20 +94,23 @@ def ablation_plot(results: Path, metrics=("hit@10", "ndcg@10")) -> Path:
     return png
 
 
-def _settings(label: str) -> dict:
-    return parse_models(label)[0][2]
+def _model_settings(label: str) -> tuple[str, dict]:
+    """``"HDCCF[debias=False]"`` -> ``("HDCCF", {"debias": False})``."""
+    _, model, settings = parse_models(label)[0]
+    return model, settings
 
 
 def ablation_base(labels: list[str]) -> str:
     """The label the variants are built on: the first one without an ``ablation`` whose
     settings the most other labels include (``HDCCF`` for ``@ablation``; the published
     configuration for ablations run over it)."""
-    candidates = [label for label in labels if "ablation" not in _settings(label)] or labels
+    parsed = {label: _model_settings(label) for label in labels}
+    candidates = [label for label in labels if "ablation" not in parsed[label][1]] or labels
 
     def included_in(label):
-        model, base = parse_models(label)[0][1], _settings(label).items()
+        model, base = parsed[label]
         return sum(
-            parse_models(other)[0][1] == model and base <= _settings(other).items()
+            parsed[other][0] == model and base.items() <= parsed[other][1].items()
             for other in labels
             if other != label
         )
@@ -119,14 +122,14 @@ def variant_names(labels: list[str]) -> dict[str, str]:
     """Short bar names: what each label changes from the base (``w/o-U``, ``debiased``,
     ``tau=0.5``), the base itself ``HDCCF``. A label of another model, or one that leaves a base
     setting at its default (which the label does not say), keeps its whole label."""
-    base_label = ablation_base(labels)
-    base, model = _settings(base_label), parse_models(base_label)[0][1]
+    model, base = _model_settings(ablation_base(labels))
     names = {}
     for label in labels:
-        if parse_models(label)[0][1] != model or base.keys() - _settings(label).keys():
+        label_model, settings = _model_settings(label)
+        if label_model != model or base.keys() - settings.keys():
             names[label] = label
             continue
-        changed = {k: v for k, v in _settings(label).items() if base.get(k, object()) != v}
+        changed = {k: v for k, v in settings.items() if base.get(k, object()) != v}
         parts = []
         for key, value in changed.items():
             if key == "ablation":
@@ -217,13 +220,11 @@ def modulation_pair(labels: list[str]) -> tuple[str, ...]:
     """(modulated, unmodulated): the first label with ``ablation=unmodulated`` and the label
     with the same other settings (``HDCCF`` for ``HDCCF[ablation=unmodulated]``); () if none."""
     for label in labels:
-        settings = _settings(label)
-        if settings.get("ablation") != "unmodulated":
+        model, settings = _model_settings(label)
+        if settings.pop("ablation", None) != "unmodulated":
             continue
-        settings.pop("ablation")
-        model = parse_models(label)[0][1]
         for other in labels:
-            if parse_models(other)[0][1] == model and _settings(other) == settings:
+            if _model_settings(other) == (model, settings):
                 return other, label
     return ()
 
@@ -257,7 +258,7 @@ def scores_plot(results: Path) -> Path:
         ax.hist(neg_n, bins=bins, density=True, alpha=0.6, label="negative")
         ax.hist(pos_n, bins=bins, density=True, alpha=0.6, label="positive")
         ax.axvspan(pos_n.min(), neg_n.max(), color="red", alpha=0.1)
-        unmodulated = _settings(label).get("ablation") == "unmodulated"
+        unmodulated = _model_settings(label)[1].get("ablation") == "unmodulated"
         ax.set_title("unmodulated" if unmodulated else "modulated")
         ax.set_xlabel("relevance score (normalised)")
         ax.legend()
