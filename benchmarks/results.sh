@@ -57,8 +57,7 @@ export PYTHON
 PROPOSED="HDCCF[ui_negatives=items;debias=False;stopping_step=5]"
 # The variants step: that configuration without the modulation (eq. 8) and with the debiased
 # loss (docs/results.md, "ML-1M: the published configuration without its modulation").
-VARIANTS=("${PROPOSED%]};ablation=unmodulated]"
-          "HDCCF[ui_negatives=items;debias=True;stopping_step=5]")
+VARIANTS=("${PROPOSED%]};ablation=unmodulated]" "${PROPOSED/debias=False/debias=True}")
 SIMPLEX="SimpleX[train_batch_size=26112;learning_rate=0.005]"
 read -r -a BASELINES <<< "${BASELINES:-BPR NeuMF ENMF[dropout_prob=0.3] LightGCN[learning_rate=0.01] $SIMPLEX}"
 

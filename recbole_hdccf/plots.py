@@ -250,7 +250,9 @@ def scores_plot(results: Path) -> Path:
         )
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
     rows = []
-    for ax, (label, checkpoint) in zip(axes, found.items(), strict=True):
+    # found keeps modulation_pair's order: (modulated, unmodulated)
+    titles = ("modulated", "unmodulated")
+    for ax, title, (label, checkpoint) in zip(axes, titles, found.items(), strict=True):
         pos, neg = pair_score_samples(checkpoint)
         low, high = min(pos.min(), neg.min()), max(pos.max(), neg.max())
         pos_n, neg_n = (pos - low) / (high - low) * 100, (neg - low) / (high - low) * 100
@@ -258,8 +260,7 @@ def scores_plot(results: Path) -> Path:
         ax.hist(neg_n, bins=bins, density=True, alpha=0.6, label="negative")
         ax.hist(pos_n, bins=bins, density=True, alpha=0.6, label="positive")
         ax.axvspan(pos_n.min(), neg_n.max(), color="red", alpha=0.1)
-        unmodulated = _model_settings(label)[1].get("ablation") == "unmodulated"
-        ax.set_title("unmodulated" if unmodulated else "modulated")
+        ax.set_title(title)
         ax.set_xlabel("relevance score (normalised)")
         ax.legend()
         rows += [[label, "positive", float(v)] for v in pos_n]
