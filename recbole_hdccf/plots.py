@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from recbole_hdccf.benchmark import SENSITIVITY_GRID, RunSpec, best_checkpoint, parse_models
+from recbole_hdccf.settings import ABLATIONS
 
 ABLATION_NAMES = {
     "wo_u": "w/o-U",
@@ -131,15 +132,28 @@ def variant_names(labels: list[str]) -> dict[str, str]:
             continue
         changed = {k: v for k, v in settings.items() if base.get(k, object()) != v}
         parts = []
+        if "ablation" in changed:
+            value = changed.pop("ablation")
+            parts.append(ABLATION_NAMES.get(value, value))
+        spelled_out = _ablation_spelled_out(changed)
+        if spelled_out:
+            parts.append(ABLATION_NAMES[spelled_out])
+            changed = {}
         for key, value in changed.items():
-            if key == "ablation":
-                parts.append(ABLATION_NAMES.get(value, value))
-            else:
-                hashable = isinstance(value, (bool, int, float, str))
-                named = SETTING_NAMES.get((key, value)) if hashable else None
-                parts.append(named or f"{key}={value}")
+            hashable = isinstance(value, (bool, int, float, str))
+            named = SETTING_NAMES.get((key, value)) if hashable else None
+            parts.append(named or f"{key}={value}")
         names[label] = ", ".join(parts) or model
     return names
+
+
+def _ablation_spelled_out(changed: dict) -> str | None:
+    """The ablation whose switches ``changed`` sets, and nothing else (``lambda_u=0`` is w/o-U).
+    An ablation over an ablation spells its switches out: ``ablation`` holds only one name."""
+    for name, switches in ABLATIONS.items():
+        if changed and changed == switches:
+            return name
+    return None
 
 
 def sensitivity_plot(results: Path, metrics=("hit@10", "ndcg@10")) -> Path:

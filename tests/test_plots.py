@@ -95,6 +95,27 @@ def test_bars_are_named_by_what_they_change_from_the_base():
     assert plots.ablation_base(labels) == base
     names = ["debiased", "w/o-U", "HDCCF", "tau=0.5", "BPR", "HDCCF[ablation=wo_u]"]
     assert list(plots.variant_names(labels).values()) == names
+    # an ablation over the unmodulated model spells its switches out ("ablation" is taken):
+    # switches that make up exactly one ablation get its name, anything more stays spelled out
+    unmodulated = "HDCCF[ui_negatives=items;debias=False;stopping_step=5;ablation=unmodulated"
+    labels = [
+        base,
+        unmodulated + "]",
+        unmodulated + ";lambda_u=0]",
+        unmodulated + ";lambda_u=0;lambda_i=0]",
+        unmodulated + ";ui_loss=bpr;lambda_u=0;lambda_i=0]",
+        unmodulated + ";lambda_u=0;tau=0.5]",
+        "HDCCF[ui_negatives=items;debias=False;stopping_step=5;lambda_i=0.0]",
+    ]
+    assert list(plots.variant_names(labels).values()) == [
+        "HDCCF",
+        "unmodulated",
+        "unmodulated, w/o-U",
+        "unmodulated, w/o-U&I",
+        "unmodulated, BPR+",
+        "unmodulated, lambda_u=0, tau=0.5",
+        "w/o-I",
+    ]
 
 
 def test_modulation_pair_finds_the_unmodulated_variant_and_its_base():

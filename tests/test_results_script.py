@@ -90,9 +90,15 @@ def test_variants_step_runs_the_published_configurations_variants_and_tables_the
     tmp_path,
 ):
     proposed = "HDCCF[ui_negatives=items;debias=False;stopping_step=5]"
+    unmodulated = "HDCCF[ui_negatives=items;debias=False;stopping_step=5;ablation=unmodulated"
     variants = [
-        "HDCCF[ui_negatives=items;debias=False;stopping_step=5;ablation=unmodulated]",
+        unmodulated + "]",
         "HDCCF[ui_negatives=items;debias=True;stopping_step=5]",
+        unmodulated + ";lambda_u=0]",
+        unmodulated + ";lambda_i=0]",
+        unmodulated + ";lambda_u=0;lambda_i=0]",
+        unmodulated + ";ui_loss=bpr;lambda_u=0;lambda_i=0]",
+        "HDCCF[ui_negatives=items;debias=True;stopping_step=5;ablation=unmodulated]",
     ]
     calls = _run(tmp_path, "variants")
     runs = [c for c in calls if "--report_only" not in c]
@@ -106,3 +112,15 @@ def test_variants_step_runs_the_published_configurations_variants_and_tables_the
     assert len(merged) == 1 and "--report_only" in merged[0]
     assert merged[0].split("--models=")[1].split(" ")[0] == ",".join([proposed, *variants])
     assert f"--merge_runs={tmp_path / 'out' / 'paper' / 'runs.json'}" in merged[0]
+
+
+def test_plots_step_draws_every_figure_from_its_steps_folder(tmp_path):
+    out = tmp_path / "out"
+    calls = [c.split("-m recbole_hdccf.plots ")[1] for c in _run(tmp_path, "plots")]
+    assert calls == [
+        f"ablation --results={out / 'ablation'}",
+        f"ablation --results={out / 'variants'}",
+        f"scores --results={out / 'variants'}",
+        f"sensitivity --results={out / 'sensitivity'}",
+        f"scores --results={out / 'modulation'}",
+    ]
