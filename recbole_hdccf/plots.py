@@ -263,27 +263,55 @@ def scores_plot(results: Path) -> Path:
             f"{results} (e.g. --models=@modulation); found {sorted(found) or 'none'}"
         )
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
-    rows = []
+    rows, histogram, summary = [], [], []
+    bins = np.linspace(0, 100, 41)
     # found keeps modulation_pair's order: (modulated, unmodulated)
     titles = ("modulated", "unmodulated")
     for ax, title, (label, checkpoint) in zip(axes, titles, found.items(), strict=True):
         pos, neg = pair_score_samples(checkpoint)
         low, high = min(pos.min(), neg.min()), max(pos.max(), neg.max())
         pos_n, neg_n = (pos - low) / (high - low) * 100, (neg - low) / (high - low) * 100
-        bins = np.linspace(0, 100, 41)
-        ax.hist(neg_n, bins=bins, density=True, alpha=0.6, label="negative")
-        ax.hist(pos_n, bins=bins, density=True, alpha=0.6, label="positive")
+        for kind, scores in (("negative", neg_n), ("positive", pos_n)):
+            density, _, _ = ax.hist(scores, bins=bins, density=True, alpha=0.6, label=kind)
+            histogram += [
+                [label, kind, float(a), float(b), float(h)]
+                for a, b, h in zip(bins[:-1], bins[1:], density, strict=True)
+            ]
         ax.axvspan(pos_n.min(), neg_n.max(), color="red", alpha=0.1)
         ax.set_title(title)
         ax.set_xlabel("relevance score (normalised)")
         ax.legend()
         rows += [[label, "positive", float(v)] for v in pos_n]
         rows += [[label, "negative", float(v)] for v in neg_n]
+        overlap = (float(pos_n.min()), float(neg_n.max()))
+        summary.append([label, len(pos), len(neg), pairs_ranked_right(pos, neg), *overlap])
     fig.tight_layout()
     png = results / "scores.png"
     fig.savefig(png, dpi=120)
     _write_csv(results / "scores.csv", ["model", "kind", "normalised_score"], rows)
+    # the drawn bars and the figures quoted with them: small enough to publish beside the PNG
+    header = ["model", "kind", "bin_low", "bin_high", "density"]
+    _write_csv(results / "scores-histogram.csv", header, histogram)
+    header = [
+        "model",
+        "positives",
+        "negatives",
+        "pairs_ranked_right",
+        "overlap_low",
+        "overlap_high",
+    ]
+    _write_csv(results / "scores-summary.csv", header, summary)
     return png
+
+
+def pairs_ranked_right(positive: np.ndarray, negative: np.ndarray) -> float:
+    """The share of (positive, negative) pairs, pooled over users, whose positive scores higher
+    (ties count half): the area under the ROC curve of the pooled scores."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(np.concatenate([positive, negative]))[: len(positive)]
+    above = ranks.sum() - len(positive) * (len(positive) + 1) / 2
+    return float(above / (len(positive) * len(negative)))
 
 
 def main(argv=None) -> int:
@@ -302,12 +330,15 @@ def main(argv=None) -> int:
         png = {"ablation": ablation_plot, "sensitivity": sensitivity_plot, "scores": scores_plot}[
             args.figure
         ](results)
+        written = sorted(
+            p.name for p in results.glob(f"{png.stem}*") if p.suffix in (".png", ".csv")
+        )
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     finally:
         os.chdir(cwd)
-    print(f"written: {png} and {png.with_suffix('.csv')}")
+    print(f"written in {args.results}: {', '.join(written)}")
     return 0
 
 

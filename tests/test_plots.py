@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
+import pytest
 from conftest import config_yaml, small_config
 
 from recbole_hdccf import benchmark, plots
@@ -42,7 +44,7 @@ def test_ablation_and_sensitivity_plots_write_png_and_data(tmp_path):
     assert [int(r["value"]) for r in p_rows] == [1, 2, 3, 4, 5, 6]
 
 
-def test_scores_plot_from_real_checkpoints(tiny_data_path, tmp_path):
+def test_scores_plot_from_real_checkpoints(tiny_data_path, tmp_path, capsys):
     config = small_config(tiny_data_path, tmp_path / "unused", epochs=2, topk=[10, 50])
     config.pop("checkpoint_dir")
     (tmp_path / "b.yaml").write_text(config_yaml(config))
@@ -53,7 +55,10 @@ def test_scores_plot_from_real_checkpoints(tiny_data_path, tmp_path):
     saved = sorted(p.name for p in (run_dir / "saved").glob("*.pth"))
     assert len(saved) == 2 and saved[0].endswith("-last.pth")  # the trap: it sorts first
     assert plots.best_checkpoint(run_dir).name == saved[1]
+    capsys.readouterr()
     assert plots.main(["scores", f"--results={out}"]) == 0
+    files = "scores-histogram.csv, scores-summary.csv, scores.csv, scores.png"
+    assert f"written in {out}: {files}" in capsys.readouterr().out
     assert (out / "scores.png").stat().st_size > 1000
     rows = list(csv.DictReader(open(out / "scores.csv")))
     kinds = {(r["model"], r["kind"]) for r in rows}
@@ -64,6 +69,34 @@ def test_scores_plot_from_real_checkpoints(tiny_data_path, tmp_path):
         ("HDCCF[ablation=unmodulated]", "negative"),
     }
     assert all(0 <= float(r["normalised_score"]) <= 100 for r in rows)
+    # the published data: the bars drawn (each a density over 0-100) and the pooled pair share,
+    # which the raw samples give again
+    bars = list(csv.DictReader(open(out / "scores-histogram.csv")))
+    for model, kind in kinds:
+        mass = sum(
+            float(r["density"]) * (float(r["bin_high"]) - float(r["bin_low"]))
+            for r in bars
+            if (r["model"], r["kind"]) == (model, kind)
+        )
+        assert mass == pytest.approx(1.0)
+    summary = {r["model"]: r for r in csv.DictReader(open(out / "scores-summary.csv"))}
+    for model, row in summary.items():
+        pos, neg = (
+            np.array([float(r["normalised_score"]) for r in rows if (r["model"], r["kind"]) == key])
+            for key in ((model, "positive"), (model, "negative"))
+        )
+        pairs = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+        assert float(row["pairs_ranked_right"]) == pytest.approx(pairs.mean(), abs=1e-6)
+        assert (int(row["positives"]), int(row["negatives"])) == (len(pos), len(neg))
+
+
+def test_pairs_ranked_right_by_hand():
+    # pairs (1,2) wrong, (3,2) right, (2,2) a tie: (0 + 1 + 0.5) / 3
+    assert plots.pairs_ranked_right(np.array([1.0, 3.0, 2.0]), np.array([2.0])) == 0.5
+    assert plots.pairs_ranked_right(np.array([5.0]), np.array([1.0, 2.0])) == 1.0
+    assert plots.pairs_ranked_right(np.array([0.0]), np.array([1.0, 2.0, 0.0])) == pytest.approx(
+        1 / 6
+    )
 
 
 def test_missing_results_is_a_clear_error(tmp_path, capsys):
