@@ -87,7 +87,8 @@ def ablation_plot(results: Path, metrics=("hit@10", "ndcg@10")) -> Path:
         low = min(means) - 3 * max(max(stds), 0.005)
         ax.set_ylim(max(0.0, low), max(means) + 3 * max(max(stds), 0.005))
         ax.set_title(metric.upper().replace("HIT", "HR"))
-        ax.tick_params(axis="x", rotation=30)
+        # anchored at the right end, each rotated name ends under its own bar
+        plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor")
     fig.tight_layout()
     png = results / "ablation.png"
     fig.savefig(png, dpi=120)
