@@ -285,6 +285,30 @@ def test_log_domain_stays_finite_at_small_temperature():
     )
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_masked_logsumexp_matches_torch_logsumexp_in_value_and_gradient(dtype):
+    """The finite-exponent form against torch.logsumexp over the masked entries, rows with a
+    tenth masked out (the debiased loss's case), with one entry, with large logits."""
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, 40, generator=gen, dtype=dtype) * 5
+    logits[0] += 200.0  # exp would overflow without the shift
+    mask = torch.rand(64, 40, generator=gen) > 0.1
+    mask[1] = False
+    mask[1, 7] = True  # a single entry
+    mine = logits.clone().requires_grad_(True)
+    reference = logits.clone().requires_grad_(True)
+    got = losses._masked_logsumexp(mine, mask)
+    want = torch.logsumexp(reference.masked_fill(~mask, float("-inf")), dim=-1)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    assert torch.allclose(got, want, rtol=tol, atol=tol)
+    assert got[1].item() == pytest.approx(logits[1, 7].item())
+    weights = torch.randn(64, generator=gen, dtype=dtype)
+    (got * weights).sum().backward()
+    (want * weights).sum().backward()
+    assert torch.allclose(mine.grad, reference.grad, rtol=tol, atol=tol)
+    assert (mine.grad[~mask] == 0).all()  # masked-out entries get no gradient
+
+
 @pytest.mark.parametrize("weighted", [False, True])
 def test_empty_pool_and_fully_masked_rows_give_finite_loss_and_grads(weighted):
     neg = torch.zeros(2, 3, requires_grad=True)
