@@ -287,8 +287,9 @@ def test_log_domain_stays_finite_at_small_temperature():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_masked_logsumexp_matches_torch_logsumexp_in_value_and_gradient(dtype):
-    """The finite-exponent form against torch.logsumexp over the masked entries, rows with a
-    tenth masked out (the debiased loss's case), with one entry, with large logits."""
+    """The masked logsumexp against torch.logsumexp over the masked entries: rows with a tenth
+    masked out, a row with one entry, a row of large logits; values and gradients (a pin for any
+    faster form, docs/speed.md)."""
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(64, 40, generator=gen, dtype=dtype) * 5
     logits[0] += 200.0  # exp would overflow without the shift
