@@ -9,7 +9,8 @@
 #       (default: all, in that order; retest: the paper runs' best checkpoints tested under full
 #       ranking without training again, into $OUT/paper/retest-full; variants: the published
 #       HDCCF configuration without its modulation and with the debiased loss, tabled with the
-#       paper step's HDCCF runs, and the paper's ablation over it, unmodulated; ablation,
+#       paper step's HDCCF runs, and the paper's ablation and P (Fig. 4) over it, unmodulated,
+#       P into $OUT/variants-p; ablation,
 #       sensitivity, modulation: the paper's figures, on HDCCF's defaults)
 #       tune (on request): TRIALS random draws from properties/hyper/<Model>.hyper for every
 #       model, each trial under the same BUDGET: the fair tuning budget (cheap on ml-100k)
@@ -63,6 +64,10 @@ UNMODULATED="${PROPOSED%]};ablation=unmodulated"
 VARIANTS=("$UNMODULATED]" "${PROPOSED/debias=False/debias=True}"
     "$UNMODULATED;lambda_u=0]" "$UNMODULATED;lambda_i=0]" "$UNMODULATED;lambda_u=0;lambda_i=0]"
     "$UNMODULATED;ui_loss=bpr;lambda_u=0;lambda_i=0]" "${UNMODULATED/debias=False/debias=True}]")
+# P (Fig. 4's third panel) over the same unmodulated configuration; in a folder of its own so that
+# Fig. 2 keeps its bars, the base (P = 2) merged in from the variants
+P_VARIANTS=()
+for p in 1 3 4 5 6; do P_VARIANTS+=("$UNMODULATED;neighbor_num=$p]"); done
 SIMPLEX="SimpleX[train_batch_size=26112;learning_rate=0.005]"
 read -r -a BASELINES <<< "${BASELINES:-BPR NeuMF ENMF[dropout_prob=0.3] LightGCN[learning_rate=0.01] $SIMPLEX}"
 
@@ -117,6 +122,11 @@ for step in "${steps[@]}"; do
                 bench "$OUT/variants" paper "$PROPOSED,$(IFS=,; echo "${VARIANTS[*]}")" \
                     --report_only --merge_runs="$OUT/paper/runs.json"
             fi
+            in_parallel "$OUT/variants-p" paper "${P_VARIANTS[@]}"
+            if [ -f "$OUT/variants/runs.json" ]; then
+                bench "$OUT/variants-p" paper "$UNMODULATED],$(IFS=,; echo "${P_VARIANTS[*]}")" \
+                    --report_only --merge_runs="$OUT/variants/runs.json"
+            fi
             ;;
         ablation | sensitivity | modulation)
             mapfile -t labels < <(preset "@$step")
@@ -133,6 +143,7 @@ for step in "${steps[@]}"; do
             # Fig. 3 on the published configuration: the paper step's checkpoint, merged in
             "$PYTHON" -m recbole_hdccf.plots scores --results="$OUT/variants"
             "$PYTHON" -m recbole_hdccf.plots sensitivity --results="$OUT/sensitivity"
+            "$PYTHON" -m recbole_hdccf.plots sensitivity --results="$OUT/variants-p"
             "$PYTHON" -m recbole_hdccf.plots scores --results="$OUT/modulation"
             ;;
         *) echo "unknown step $step: use paper, retest, variants, full, ablation, sensitivity, modulation, plots or tune" >&2

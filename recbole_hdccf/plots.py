@@ -11,6 +11,9 @@ distributions with and without modulation (Fig. 3). Each PNG is written with the
     python -m recbole_hdccf.benchmark ... --models=@sensitivity --out=results/ml-1m-sensitivity
     python -m recbole_hdccf.plots sensitivity --results=results/ml-1m-sensitivity
 
+    A sensitivity study around another configuration lists it and its one-setting variants:
+    --models='HDCCF[debias=False],HDCCF[debias=False;neighbor_num=1],...'
+
     python -m recbole_hdccf.benchmark ... --models=HDCCF,HDCCF[ablation=unmodulated] --out=R
     python -m recbole_hdccf.plots scores --results=R
 """
@@ -157,34 +160,70 @@ def _ablation_spelled_out(changed: dict) -> str | None:
     return None
 
 
+def sensitivity_curves(records: list[dict]) -> dict[str, dict]:
+    """Fig. 4's curves, ``{param: {value: [records]}}``, for each setting of the sensitivity grid:
+    runs of one model whose labels differ only in it. A run whose label leaves the setting out
+    sits at its configured value (the base of ``neighbor_num=1`` and ``neighbor_num=3`` is a point
+    at P = 2). Of the groups with two values or more, the one with the most values is drawn, and
+    it keeps only the seeds every one of its points ran: a base run over three seeds is compared
+    with one-seed variants on their seed."""
+    curves = {}
+    for param in SENSITIVITY_GRID:
+        groups: dict[tuple, dict] = {}
+        for record in records:
+            model, settings = _model_settings(record["label"])
+            value = settings.get(param, record["config"].get(param))
+            if value is None:
+                continue
+            others = tuple(sorted((k, repr(v)) for k, v in settings.items() if k != param))
+            groups.setdefault((model, others), {}).setdefault(value, []).append(record)
+        curve = max((g for g in groups.values() if len(g) > 1), key=len, default=None)
+        if curve is None:
+            continue
+        seeds = set.intersection(*({r["seed"] for r in runs} for runs in curve.values()))
+        if seeds:
+            curves[param] = {
+                value: [r for r in curve[value] if r["seed"] in seeds] for value in sorted(curve)
+            }
+    return curves
+
+
 def sensitivity_plot(results: Path, metrics=("hit@10", "ndcg@10")) -> Path:
     """Fig. 4: each metric against w_i+, w_u+ and P, the other settings unchanged."""
-    records = _records(results)
+    curves = sensitivity_curves(_records(results))
+    if not curves:
+        raise FileNotFoundError(
+            f"sensitivity plot needs runs in {results} that differ only in one of "
+            f"{', '.join(SENSITIVITY_GRID)}, at two values or more (e.g. --models=@sensitivity, "
+            f"or a configuration and its variants 'HDCCF[...;neighbor_num=1]')"
+        )
     plt = _plt()
-    params = [p for p in SENSITIVITY_GRID if any(f"[{p}=" in r["label"] for r in records)]
+    params = list(curves)
     fig, axes = plt.subplots(len(metrics), len(params), figsize=(4 * len(params), 3 * len(metrics)))
     axes = np.atleast_2d(axes).reshape(len(metrics), len(params))
     rows = []
     for col, param in enumerate(params):
         for row, metric in enumerate(metrics):
-            points = {}
-            for r in records:
-                if f"[{param}=" in r["label"]:
-                    points.setdefault(r["config"][param], []).append(r["test"][metric])
-            xs = sorted(points)
+            points = {x: [r["test"][metric] for r in runs] for x, runs in curves[param].items()}
+            xs = list(points)
             ys = [float(np.mean(points[x])) for x in xs]
             errs = [float(np.std(points[x], ddof=1)) if len(points[x]) > 1 else 0 for x in xs]
             ax = axes[row, col]
             ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3)
             best = xs[int(np.argmax(ys))]
             ax.axvline(best, linestyle=":", color="gray")
+            ax.set_xticks(xs)
             ax.set_xlabel(param)
             ax.set_ylabel(metric.upper().replace("HIT", "HR"))
-            rows += [[param, x, metric, y, e] for x, y, e in zip(xs, ys, errs, strict=True)]
+            rows += [
+                [param, x, metric, y, e, len(points[x])]
+                for x, y, e in zip(xs, ys, errs, strict=True)
+            ]
     fig.tight_layout()
     png = results / "sensitivity.png"
     fig.savefig(png, dpi=120)
-    _write_csv(results / "sensitivity.csv", ["param", "value", "metric", "mean", "std"], rows)
+    header = ["param", "value", "metric", "mean", "std", "seeds"]
+    _write_csv(results / "sensitivity.csv", header, rows)
     return png
 
 

@@ -42,6 +42,34 @@ def test_ablation_and_sensitivity_plots_write_png_and_data(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "sensitivity.csv")))
     p_rows = [r for r in rows if r["param"] == "neighbor_num" and r["metric"] == "ndcg@10"]
     assert [int(r["value"]) for r in p_rows] == [1, 2, 3, 4, 5, 6]
+    assert {r["seeds"] for r in p_rows} == {"2"}
+
+
+def test_sensitivity_curves_around_a_configuration_compare_on_common_seeds():
+    base = "HDCCF[debias=False;ablation=unmodulated]"
+    config = {"neighbor_num": 2, "w_i_pos": 0.05, "w_u_pos": 0.05}
+    records = [_record(base, s, 0.40 + 0.01 * s, config) for s in (1, 2, 3)]
+    for p in (1, 3):
+        label = f"HDCCF[debias=False;ablation=unmodulated;neighbor_num={p}]"
+        records.append(_record(label, 1, 0.4 + 0.001 * p, {**config, "neighbor_num": p}))
+    # other settings, other models: not on the curve
+    records += [_record("HDCCF[debias=False]", s, 0.3, config) for s in (1, 2, 3)]
+    records.append({**_record("BPR", 1, 0.2), "model": "BPR"})
+    curves = plots.sensitivity_curves(records)
+    assert list(curves) == ["neighbor_num"]  # w_i_pos and w_u_pos have one value each
+    curve = curves["neighbor_num"]
+    assert list(curve) == [1, 2, 3]
+    assert [r["label"] for r in curve[2]] == [base] and curve[2][0]["seed"] == 1
+    assert [r["test"]["ndcg@10"] for r in curve[3]] == [0.403]
+
+
+def test_sensitivity_without_a_curve_is_a_clear_error(tmp_path, capsys):
+    records = [_record("HDCCF[neighbor_num=3]", 1, 0.4, {"neighbor_num": 3})]
+    records.append(_record("HDCCF[neighbor_num=1]", 2, 0.4, {"neighbor_num": 1}))
+    (tmp_path / "runs.json").write_text(json.dumps(records))
+    assert plots.main(["sensitivity", f"--results={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "differ only in one of w_i_pos, w_u_pos, neighbor_num" in err
 
 
 def test_scores_plot_from_real_checkpoints(tiny_data_path, tmp_path, capsys):

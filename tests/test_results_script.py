@@ -100,18 +100,27 @@ def test_variants_step_runs_the_published_configurations_variants_and_tables_the
         unmodulated + ";ui_loss=bpr;lambda_u=0;lambda_i=0]",
         "HDCCF[ui_negatives=items;debias=True;stopping_step=5;ablation=unmodulated]",
     ]
+    p_variants = [f"{unmodulated};neighbor_num={p}]" for p in (1, 3, 4, 5, 6)]
+    out = tmp_path / "out"
     calls = _run(tmp_path, "variants")
     runs = [c for c in calls if "--report_only" not in c]
-    assert sorted(c.split("--models=")[1] for c in runs) == sorted(variants)
-    assert all(f"--out={tmp_path / 'out' / 'variants'}" in c for c in calls)
-    # without the paper step's runs there is nothing to merge: only the variants' own table
+    assert sorted(c.split("--models=")[1] for c in runs) == sorted(variants + p_variants)
+    assert all(f"--out={out / 'variants'} " in c for c in calls if "neighbor_num" not in c)
+    assert all(f"--out={out / 'variants-p'} " in c for c in calls if "neighbor_num" in c)
+    # without the paper step's (or the variants') runs there is nothing to merge
     assert not any("--merge_runs" in c for c in calls)
-    (tmp_path / "out" / "paper").mkdir(parents=True)
-    (tmp_path / "out" / "paper" / "runs.json").write_text("[]")
+    (out / "paper").mkdir(parents=True)
+    (out / "paper" / "runs.json").write_text("[]")
+    (out / "variants").mkdir(parents=True)
+    (out / "variants" / "runs.json").write_text("[]")
     merged = [c for c in _run(tmp_path, "variants") if "--merge_runs" in c]
-    assert len(merged) == 1 and "--report_only" in merged[0]
+    assert len(merged) == 2 and all("--report_only" in c for c in merged)
     assert merged[0].split("--models=")[1].split(" ")[0] == ",".join([proposed, *variants])
-    assert f"--merge_runs={tmp_path / 'out' / 'paper' / 'runs.json'}" in merged[0]
+    assert f"--merge_runs={out / 'paper' / 'runs.json'}" in merged[0]
+    # P's curve: its base, the unmodulated configuration (P = 2), comes from the variants
+    assert merged[1].split("--models=")[1].split(" ")[0] == ",".join([variants[0], *p_variants])
+    assert f"--out={out / 'variants-p'} " in merged[1]
+    assert f"--merge_runs={out / 'variants' / 'runs.json'}" in merged[1]
 
 
 def test_plots_step_draws_every_figure_from_its_steps_folder(tmp_path):
@@ -122,5 +131,6 @@ def test_plots_step_draws_every_figure_from_its_steps_folder(tmp_path):
         f"ablation --results={out / 'variants'}",
         f"scores --results={out / 'variants'}",
         f"sensitivity --results={out / 'sensitivity'}",
+        f"sensitivity --results={out / 'variants-p'}",
         f"scores --results={out / 'modulation'}",
     ]
