@@ -63,6 +63,12 @@ def test_sensitivity_curves_around_a_configuration_compare_on_common_seeds():
     assert [r["test"]["ndcg@10"] for r in curve[3]] == [0.403]
 
 
+def test_y_range_pads_by_three_error_bars_and_at_least_the_noise_floor():
+    assert plots._y_range([0.40, 0.42], [0.0, 0.0]) == pytest.approx((0.385, 0.435))
+    assert plots._y_range([0.40, 0.42], [0.01, 0.02]) == pytest.approx((0.34, 0.48))
+    assert plots._y_range([0.01], [0.0]) == (0.0, pytest.approx(0.025))
+
+
 def test_sensitivity_without_a_curve_is_a_clear_error(tmp_path, capsys):
     records = [_record("HDCCF[neighbor_num=3]", 1, 0.4, {"neighbor_num": 3})]
     records.append(_record("HDCCF[neighbor_num=1]", 2, 0.4, {"neighbor_num": 1}))
