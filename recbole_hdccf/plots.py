@@ -173,11 +173,11 @@ def sensitivity_curves(records: list[dict]) -> dict[str, dict]:
     at P = 2). Of the groups with two values or more, the one with the most values is drawn, and
     it keeps only the seeds every one of its points ran: a base run over three seeds is compared
     with one-seed variants on their seed."""
+    parsed = [(record, *_model_settings(record["label"])) for record in records]
     curves = {}
     for param in SENSITIVITY_GRID:
         groups: dict[tuple, dict] = {}
-        for record in records:
-            model, settings = _model_settings(record["label"])
+        for record, model, settings in parsed:
             value = settings.get(param, record["config"].get(param))
             if value is None:
                 continue
