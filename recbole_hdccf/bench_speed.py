@@ -95,6 +95,11 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
 _clock = {"now": time.perf_counter}
 
 
+def use_clock(name: str) -> None:
+    """Time every later ``timed`` call on clock ``name`` (a key of ``CLOCKS``)."""
+    _clock["now"] = CLOCKS[name]
+
+
 def timed(fn: Callable[[], object], device: torch.device) -> float:
     """Seconds one call of ``fn`` takes (device work included), on the chosen clock: wall time,
     or this thread's CPU time (``--clock cpu``: immune to other tenants of a shared machine, and
@@ -440,7 +445,7 @@ def run(args) -> Report:
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    _clock["now"] = CLOCKS[args.clock]
+    use_clock(args.clock)
     report = Report()
     report.line(f"bench_speed: {describe_machine(device)}; torch {torch.__version__}")
     report.line(f"  options: {vars(args)}")
