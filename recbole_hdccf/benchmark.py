@@ -591,12 +591,19 @@ def main(argv=None) -> int:
         return 2
 
     try:
-        from recbole_hdccf.registry import check_model_name
+        from recbole_hdccf.registry import check_model_name, check_setting_names
 
         specs = plan(args)
         for spec in specs:
             check_model_name(spec.model)
         base = build_base(args)
+        for spec in specs:  # before any run: a misspelt setting would change nothing, silently
+            try:
+                check_setting_names(
+                    spec.model, [*spec.overrides, *base["config"]], base["config_files"][spec.model]
+                )
+            except ValueError as error:
+                raise ValueError(f"{spec.label} (its settings and --set): {error}") from None
         if args.merge_runs and not args.report_only:
             raise ValueError("--merge_runs only merges into a report: add --report_only")
         merged = {}

@@ -11,7 +11,7 @@ import os
 import sys
 
 from recbole_hdccf.paths import protocol_file
-from recbole_hdccf.registry import UnknownModelError, check_model_name
+from recbole_hdccf.registry import UnknownModelError, check_model_name, check_setting_names
 
 
 def _config_files(args) -> list[str] | None:
@@ -24,6 +24,11 @@ def _config_files(args) -> list[str] | None:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"config file {path!r} (from --config_files) does not exist")
     return files or None
+
+
+def _command_line_settings(extra: list[str]) -> list[str]:
+    """The RecBole config keys of the ``--key=value`` arguments the script itself does not read."""
+    return [arg[2:].split("=", 1)[0] for arg in extra if arg.startswith("--")]
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -57,10 +62,11 @@ def run_main(argv=None) -> int:
     parser.add_argument(
         "--group_offset", type=int, default=0, help="rank of this node's first process"
     )
-    args, _ = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(argv)
     try:
         check_model_name(args.model)
         config_files = _config_files(args)
+        check_setting_names(args.model, _command_line_settings(extra), config_files or [])
         if args.resume and not os.path.isfile(args.resume):
             raise FileNotFoundError(f"checkpoint {args.resume!r} (from --resume) does not exist")
     except (UnknownModelError, FileNotFoundError, ValueError) as error:
@@ -122,10 +128,11 @@ def hyper_main(argv=None) -> int:
     parser.add_argument(
         "--early_stop", type=int, default=10, help="stop after this many trials without gain"
     )
-    args, _ = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(argv)
     try:
         check_model_name(args.model)
         config_files = _config_files(args) or []
+        check_setting_names(args.model, _command_line_settings(extra), config_files)
     except (UnknownModelError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -158,6 +165,11 @@ def hyper_main(argv=None) -> int:
         fixed_config_file_list=config_files,
         display_file=args.display_file,
     )
+    try:
+        check_setting_names(args.model, list(tuner.space), config_files)
+    except ValueError as error:
+        print(f"error: the search space {params_file}: {error}", file=sys.stderr)
+        return 2
     from recbole_hdccf.compat import DatasetNotFoundError
     from recbole_hdccf.settings import ConfigError
 

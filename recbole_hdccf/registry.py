@@ -16,6 +16,7 @@ without editing RecBole:
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib
 import re
@@ -85,6 +86,98 @@ def check_model_name(name) -> None:
         f"unknown model {name!r}.{hint} recbole-hdccf provides: {', '.join(sorted(PLUGIN_MODELS))}; "
         "every RecBole 1.2.1 model (BPR, NeuMF, ENMF, LightGCN, SimpleX, ...) is available too "
         "under its RecBole name (see https://recbole.io/model_list.html)."
+    )
+
+
+class UnknownSettingError(ValueError):
+    pass
+
+
+# Read by the plugin (quick_start.py, candidates.py), listed in no yaml of RecBole's.
+PLUGIN_SETTINGS = frozenset({"train_time_budget", "fixed_eval_candidates"})
+_CONFIG_READ = re.compile(r"""config(?:\[|\.get\()\s*["']([A-Za-z_]\w*)["']""")
+
+
+def _yaml_keys(paths) -> set[str]:
+    """Top-level keys of yaml files (read as text: a key is a line ``name:`` at column 0)."""
+    keys = set()
+    for path in paths:
+        text = Path(path).read_text(encoding="utf-8")
+        keys.update(re.findall(r"^([A-Za-z_]\w*)\s*:", text, flags=re.M))
+    return keys
+
+
+def _recbole_root() -> Path:
+    import recbole
+
+    return Path(recbole.__file__).resolve().parent
+
+
+@functools.cache
+def _general_settings() -> frozenset[str]:
+    """Settings of every model: RecBole's overall, dataset and quick-start yaml, the keys its
+    code (not its models) reads, and the plugin's protocol and dataset presets."""
+    root = _recbole_root()
+    keys = _yaml_keys(
+        [
+            *(root / "properties").glob("*.yaml"),
+            *(root / "properties" / "dataset").glob("*.yaml"),
+            *(root / "properties" / "quick_start_config").glob("*.yaml"),
+            *(properties_dir() / "protocol").glob("*.yaml"),
+            *(properties_dir() / "dataset").glob("*.yaml"),
+        ]
+    )
+    for source in root.rglob("*.py"):
+        if "model" not in source.relative_to(root).parts[:1]:
+            keys.update(_CONFIG_READ.findall(source.read_text(encoding="utf-8")))
+    return frozenset(keys | PLUGIN_SETTINGS)
+
+
+def model_settings(name: str) -> dict[str, list[str]]:
+    """``{file: its settings}`` of model ``name``'s own: its yaml (RecBole's, the plugin's) and,
+    for a RecBole model, the keys its module reads that no yaml lists."""
+    sources: dict[str, list[str]] = {}
+    plugin = PLUGIN_MODELS.get(name)
+    yamls = [_recbole_root() / "properties" / "model" / f"{name}.yaml"]
+    yamls += [plugin.yaml] if plugin else [properties_dir() / "model" / f"{name}.yaml"]
+    for path in yamls:
+        if path.is_file():
+            sources[str(path)] = sorted(_yaml_keys([path]))
+    root = _recbole_root() / "model"
+    for kind in _RECBOLE_KINDS:
+        path = root / kind / f"{name.lower()}.py"
+        if path.is_file():
+            sources[str(path)] = sorted(set(_CONFIG_READ.findall(path.read_text(encoding="utf-8"))))
+    return sources
+
+
+def check_setting_names(model: str, names, config_files=()) -> None:
+    """Raise a clear error for settings that no run of ``model`` reads: RecBole takes any key
+    and ignores the ones nothing reads, so a misspelt or wrong-model setting (``NeuMF`` has
+    ``mf_embedding_size``, not ``embedding_size``) would silently change nothing.
+
+    Known: RecBole's general settings, the plugin's, ``model``'s own and every key of
+    ``config_files`` (where a setting that only your own code reads can be listed)."""
+    own = model_settings(model)
+    own_keys = {key for keys in own.values() for key in keys}
+    known = own_keys | _general_settings() | _yaml_keys(config_files)
+    unknown = [name for name in dict.fromkeys(names) if name not in known]
+    if not unknown:
+        return
+    hints = []
+    for name in unknown:
+        close = [k for k in sorted(own_keys) if name in k or k in name]
+        close += difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.75)
+        if close:
+            hints.append(
+                f"For {name!r}, did you mean {' or '.join(map(repr, dict.fromkeys(close)))}?"
+            )
+    raise UnknownSettingError(
+        f"{model} has no setting {', '.join(map(repr, unknown))}: RecBole would ignore it and run "
+        f"without it. {' '.join(hints)} {model}'s own settings: {', '.join(sorted(own_keys))} "
+        f"({', '.join(own) or 'no yaml'}); the general ones are in RecBole's "
+        "properties/overall.yaml. A setting only your own code reads: list it in a yaml given "
+        "with --config_files."
     )
 
 

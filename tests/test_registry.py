@@ -20,7 +20,7 @@ from recbole.utils import ModelType, get_model, get_trainer
 import recbole_hdccf
 from recbole_hdccf import registry
 from recbole_hdccf.hdccf import HDCCF
-from recbole_hdccf.registry import UnknownModelError
+from recbole_hdccf.registry import UnknownModelError, UnknownSettingError
 from recbole_hdccf.trainer import HDCCFTrainer
 
 HDCCF_YAML = REPO_ROOT / "properties" / "HDCCF.yaml"
@@ -276,3 +276,81 @@ def test_wrong_case_recbole_name_hints_at_the_right_one(tiny_data_path):
 def test_known_names_pass_the_check():
     for name in ["HDCCF", *RECBOLE_MODELS, "SASRec", "FM", "KGAT"]:
         recbole_hdccf.check_model_name(name)
+
+
+# ------------------------------------------------------------------ setting names
+def test_a_setting_of_another_model_is_a_clear_error():
+    """RecBole would take ``NeuMF[embedding_size=128]`` and run NeuMF at 64: NeuMF's sizes are
+    ``mf_embedding_size`` and ``mlp_embedding_size``."""
+    with pytest.raises(UnknownSettingError) as error:
+        registry.check_setting_names("NeuMF", ["learning_rate", "embedding_size"])
+    message = str(error.value)
+    assert "NeuMF has no setting 'embedding_size'" in message
+    assert "'mf_embedding_size' or 'mlp_embedding_size'" in message
+    assert "learning_rate" not in message.split("NeuMF's own settings")[0]
+    assert "--config_files" in message  # the way out for a key only the user's code reads
+
+
+def test_a_misspelt_setting_names_the_right_one():
+    for model, wrong, right in (
+        ("HDCCF", "neighbour_num", "neighbor_num"),
+        ("BPR", "embeding_size", "embedding_size"),
+        ("ENMF", "learning_rat", "learning_rate"),
+    ):
+        with pytest.raises(UnknownSettingError, match=rf"did you mean [^?]*{right!r}"):
+            registry.check_setting_names(model, [wrong])
+
+
+def test_own_general_and_plugin_settings_pass():
+    general = ["learning_rate", "stopping_step", "eval_args", "load_col", "seed", "data_path"]
+    plugin = ["train_time_budget", "fixed_eval_candidates"]
+    own = {
+        "HDCCF": ["neighbor_num", "ablation", "w_i_pos", "embedding_size"],
+        "BPR": ["embedding_size"],
+        "NeuMF": ["mf_embedding_size", "mlp_hidden_size", "dropout_prob"],
+        "ENMF": ["negative_weight", "embedding_size"],
+        "LightGCN": ["n_layers", "reg_weight"],
+        "SimpleX": ["margin", "negative_weight", "gamma", "history_len"],
+    }
+    for model, names in own.items():
+        registry.check_setting_names(model, [*names, *general, *plugin])
+
+
+def test_a_setting_listed_in_a_config_file_passes(tmp_path):
+    with pytest.raises(UnknownSettingError):
+        registry.check_setting_names("BPR", ["my_flag"])
+    extra = tmp_path / "mine.yaml"
+    extra.write_text("my_flag: true\n", encoding="utf-8")
+    registry.check_setting_names("BPR", ["my_flag"], [extra])
+
+
+def test_every_shipped_search_space_names_real_settings():
+    from recbole.trainer import HyperTuning
+
+    for space in sorted((REPO_ROOT / "properties" / "hyper").glob("*.hyper")):
+        tuner = HyperTuning(lambda *_: None, algo="random", params_file=str(space), max_evals=1)
+        registry.check_setting_names(space.stem, list(tuner.space))
+
+
+def test_the_entry_points_refuse_an_unknown_setting_before_running(tmp_path, capsys):
+    from recbole_hdccf import benchmark
+    from recbole_hdccf.cli import hyper_main, run_main
+
+    out = tmp_path / "bench"
+    code = benchmark.main(
+        ["--dataset=tiny", "--models=BPR,NeuMF[embedding_size=128]", f"--out={out}"]
+    )
+    assert code == 2
+    assert "NeuMF[embedding_size=128]" in capsys.readouterr().err
+    assert not out.exists()  # nothing ran, nothing written
+    assert benchmark.main(["--dataset=tiny", "--set", "train_time_budjet=60", f"--out={out}"]) == 2
+    assert "'train_time_budget'" in capsys.readouterr().err
+
+    assert run_main(["--model=BPR", "--dataset=tiny", "--embeding_size=8"]) == 2
+    assert "'embedding_size'" in capsys.readouterr().err
+
+    space = tmp_path / "BPR.hyper"
+    space.write_text("learning_rate choice [0.01]\nembeding_size choice [8]\n", encoding="utf-8")
+    assert hyper_main(["--model=BPR", "--dataset=tiny", f"--params_file={space}"]) == 2
+    err = capsys.readouterr().err
+    assert str(space) in err and "'embedding_size'" in err
