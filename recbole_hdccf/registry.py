@@ -95,6 +95,8 @@ class UnknownSettingError(ValueError):
 
 # Read by the plugin (quick_start.py, candidates.py), listed in no yaml of RecBole's.
 PLUGIN_SETTINGS = frozenset({"train_time_budget", "fixed_eval_candidates"})
+# Read for every context-aware model by RecBole's ``ContextRecommender.__init__``.
+CONTEXT_SETTINGS = ("double_tower", "embedding_size", "numerical_features")
 _CONFIG_READ = re.compile(r"""config(?:\[|\.get\()\s*["']([A-Za-z_]\w*)["']""")
 
 
@@ -147,7 +149,10 @@ def model_settings(name: str) -> dict[str, list[str]]:
     for kind in _RECBOLE_KINDS:
         path = root / kind / f"{name.lower()}.py"
         if path.is_file():
-            sources[str(path)] = sorted(set(_CONFIG_READ.findall(path.read_text(encoding="utf-8"))))
+            keys = set(_CONFIG_READ.findall(path.read_text(encoding="utf-8")))
+            if kind == "context_aware_recommender":
+                keys.update(CONTEXT_SETTINGS)
+            sources[str(path)] = sorted(keys)
     return sources
 
 

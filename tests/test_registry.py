@@ -311,6 +311,8 @@ def test_own_general_and_plugin_settings_pass():
         "ENMF": ["negative_weight", "embedding_size"],
         "LightGCN": ["n_layers", "reg_weight"],
         "SimpleX": ["margin", "negative_weight", "gamma", "history_len"],
+        "FM": ["embedding_size", "double_tower"],  # read by RecBole's ContextRecommender
+        "SASRec": ["n_layers", "MAX_ITEM_LIST_LENGTH"],
     }
     for model, names in own.items():
         registry.check_setting_names(model, [*names, *general, *plugin])
