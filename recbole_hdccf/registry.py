@@ -24,6 +24,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from recbole_hdccf.candidates import CONFIG_KEY as CANDIDATES_KEY
 from recbole_hdccf.paths import properties_dir
 
 
@@ -51,17 +52,21 @@ _RECBOLE_KINDS = (
 )
 
 
-def _recbole_model_classes(name: str) -> list[str]:
-    """Classes defined in RecBole's module for ``name`` (``<kind>/<name.lower()>.py``), read from
-    the source, so no optional dependency fires."""
+def _recbole_model_sources(name: str) -> list[tuple[str, Path]]:
+    """``(kind, path)`` of RecBole's module for ``name`` (``<kind>/<name.lower()>.py``)."""
     import recbole.model
 
     root = Path(recbole.model.__file__).parent
+    paths = [(kind, root / kind / f"{name.lower()}.py") for kind in _RECBOLE_KINDS]
+    return [(kind, path) for kind, path in paths if path.is_file()]
+
+
+def _recbole_model_classes(name: str) -> list[str]:
+    """Classes defined in RecBole's module for ``name``, read from the source, so no optional
+    dependency fires."""
     classes = []
-    for kind in _RECBOLE_KINDS:
-        path = root / kind / f"{name.lower()}.py"
-        if path.is_file():
-            classes += re.findall(r"^class (\w+)\(", path.read_text(encoding="utf-8"), flags=re.M)
+    for _, path in _recbole_model_sources(name):
+        classes += re.findall(r"^class (\w+)\(", path.read_text(encoding="utf-8"), flags=re.M)
     return classes
 
 
@@ -94,7 +99,7 @@ class UnknownSettingError(ValueError):
 
 
 # Read by the plugin (quick_start.py, candidates.py), listed in no yaml of RecBole's.
-PLUGIN_SETTINGS = frozenset({"train_time_budget", "fixed_eval_candidates"})
+PLUGIN_SETTINGS = frozenset({"train_time_budget", CANDIDATES_KEY})
 # Read for every context-aware model by RecBole's ``ContextRecommender.__init__``.
 CONTEXT_SETTINGS = ("double_tower", "embedding_size", "numerical_features")
 _CONFIG_READ = re.compile(r"""config(?:\[|\.get\()\s*["']([A-Za-z_]\w*)["']""")
@@ -145,14 +150,11 @@ def model_settings(name: str) -> dict[str, list[str]]:
     for path in yamls:
         if path.is_file():
             sources[str(path)] = sorted(_yaml_keys([path]))
-    root = _recbole_root() / "model"
-    for kind in _RECBOLE_KINDS:
-        path = root / kind / f"{name.lower()}.py"
-        if path.is_file():
-            keys = set(_CONFIG_READ.findall(path.read_text(encoding="utf-8")))
-            if kind == "context_aware_recommender":
-                keys.update(CONTEXT_SETTINGS)
-            sources[str(path)] = sorted(keys)
+    for kind, path in _recbole_model_sources(name):
+        keys = set(_CONFIG_READ.findall(path.read_text(encoding="utf-8")))
+        if kind == "context_aware_recommender":
+            keys.update(CONTEXT_SETTINGS)
+        sources[str(path)] = sorted(keys)
     return sources
 
 
