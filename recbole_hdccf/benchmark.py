@@ -597,7 +597,8 @@ def main(argv=None) -> int:
         for spec in specs:
             check_model_name(spec.model)
         base = build_base(args)
-        for spec in specs:  # before any run: a misspelt setting would change nothing, silently
+        # before any run: a misspelt setting would change nothing, silently (once per label)
+        for spec in {spec.label: spec for spec in specs}.values():
             try:
                 check_setting_names(
                     spec.model, [*spec.overrides, *base["config"]], base["config_files"][spec.model]

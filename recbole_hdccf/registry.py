@@ -54,9 +54,7 @@ _RECBOLE_KINDS = (
 
 def _recbole_model_sources(name: str) -> list[tuple[str, Path]]:
     """``(kind, path)`` of RecBole's module for ``name`` (``<kind>/<name.lower()>.py``)."""
-    import recbole.model
-
-    root = Path(recbole.model.__file__).parent
+    root = _recbole_root() / "model"
     paths = [(kind, root / kind / f"{name.lower()}.py") for kind in _RECBOLE_KINDS]
     return [(kind, path) for kind, path in paths if path.is_file()]
 
@@ -135,7 +133,7 @@ def _general_settings() -> frozenset[str]:
         ]
     )
     for source in root.rglob("*.py"):
-        if "model" not in source.relative_to(root).parts[:1]:
+        if source.relative_to(root).parts[0] != "model":
             keys.update(_CONFIG_READ.findall(source.read_text(encoding="utf-8")))
     return frozenset(keys | PLUGIN_SETTINGS)
 
@@ -212,7 +210,7 @@ def _install_config_hooks() -> None:
     def _load_internal_config_dict(self, model, model_class, dataset):
         original_load(self, model, model_class, dataset)
         plugin = PLUGIN_MODELS.get(model)
-        recbole_props = Path(configurator.__file__).resolve().parent.parent / "properties"
+        recbole_props = _recbole_root() / "properties"
         recbole_dataset_yaml = recbole_props / "dataset" / f"{dataset}.yaml"
         plugin_dataset_yaml = properties_dir() / "dataset" / f"{dataset}.yaml"
         if plugin is None and (recbole_dataset_yaml.is_file() or not plugin_dataset_yaml.is_file()):
