@@ -5,7 +5,7 @@
 #
 #   bash benchmarks/results.sh [STEP ...]     (from the repository root)
 #
-# STEP: paper | retest | variants | full | ablation | sensitivity | modulation | plots
+# STEP: paper | retest | variants | full | ablation | sensitivity | modulation | plots | tune | tuned
 #       (default: all, in that order; retest: the paper runs' best checkpoints tested under full
 #       ranking without training again, into $OUT/paper/retest-full; variants: the published
 #       HDCCF configuration without its modulation and with the debiased loss, tabled with the
@@ -13,7 +13,9 @@
 #       P into $OUT/variants-p; ablation,
 #       sensitivity, modulation: the paper's figures, on HDCCF's defaults)
 #       tune (on request): TRIALS random draws from properties/hyper/<Model>.hyper for every
-#       model, each trial under the same BUDGET: the fair tuning budget (cheap on ml-100k)
+#       model, each trial under the same BUDGET: the fair tuning budget (cheap on ml-100k);
+#       then $OUT/tune/best.md: each model's best trial on validation, as benchmark labels
+#       tuned (on request, after tune): those best trials over SEEDS, into $OUT/tuned
 # Environment:
 #   DATASET    default ml-1m (ml-100k needs no DATA_PATH: it ships with RecBole)
 #   DATA_PATH  folder holding $DATASET/ (default ../shared/datasets)
@@ -136,6 +138,13 @@ for step in "${steps[@]}"; do
             # a label's own settings are the tuner's to choose: tune the bare model
             printf '%s\n' HDCCF "${BASELINES[@]%%\[*}" | xargs -P "$JOBS" -I{} bash -c 'tune_one "$0"' {} \
                 || echo "some tuning failed: see $OUT/tune/<Model>/stdout.log"
+            # each model's best trial on validation, and the labels that rerun them over seeds
+            "$PYTHON" -m recbole_hdccf.tuning --results="$OUT/tune" | tee "$OUT/tune/best.md"
+            ;;
+        tuned)
+            # the search chose on one seed; the seeds test what it chose, under the same BUDGET
+            mapfile -t labels < <("$PYTHON" -m recbole_hdccf.tuning --results="$OUT/tune" --labels | tr , '\n')
+            in_parallel "$OUT/tuned" paper "${labels[@]}"
             ;;
         plots)
             "$PYTHON" -m recbole_hdccf.plots ablation --results="$OUT/ablation"
@@ -146,7 +155,7 @@ for step in "${steps[@]}"; do
             "$PYTHON" -m recbole_hdccf.plots sensitivity --results="$OUT/variants-p"
             "$PYTHON" -m recbole_hdccf.plots scores --results="$OUT/modulation"
             ;;
-        *) echo "unknown step $step: use paper, retest, variants, full, ablation, sensitivity, modulation, plots or tune" >&2
+        *) echo "unknown step $step: use paper, retest, variants, full, ablation, sensitivity, modulation, plots, tune or tuned" >&2
            exit 2 ;;
     esac
 done

@@ -599,12 +599,12 @@ def main(argv=None) -> int:
         base = build_base(args)
         # before any run: a misspelt setting would change nothing, silently (once per label)
         for spec in {spec.label: spec for spec in specs}.values():
-            try:
-                check_setting_names(
-                    spec.model, [*spec.overrides, *base["config"]], base["config_files"][spec.model]
-                )
-            except ValueError as error:
-                raise ValueError(f"{spec.label} (its settings and --set): {error}") from None
+            sources = ((spec.label, spec.overrides), (f"--set, for {spec.model}", base["config"]))
+            for source, names in sources:
+                try:
+                    check_setting_names(spec.model, list(names), base["config_files"][spec.model])
+                except ValueError as error:
+                    raise ValueError(f"{source}: {error}") from None
         if args.merge_runs and not args.report_only:
             raise ValueError("--merge_runs only merges into a report: add --report_only")
         merged = {}

@@ -9,9 +9,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
+from pathlib import Path
 
 from recbole_hdccf.paths import protocol_file
 from recbole_hdccf.registry import UnknownModelError, check_model_name, check_setting_names
+from recbole_hdccf.tuning import trial_record, trials_file_for, without_repeats, write_trials
 
 
 def _config_files(args) -> list[str] | None:
@@ -153,8 +156,23 @@ def hyper_main(argv=None) -> int:
     os.environ.setdefault("HYPEROPT_FMIN_SEED", "2020")
     fixed = {"model": args.model, "dataset": args.dataset}
 
+    trials_file = trials_file_for(args.output_file)
+    trials = []
+    search = {  # what the search was, beside its trials: the space as it was then
+        **fixed,
+        "algo": args.algo,
+        "arguments": list(sys.argv[1:] if argv is None else argv),
+        "params_file": params_file,
+        "space": Path(params_file).read_text(encoding="utf-8").splitlines(),
+    }
+
     def objective(params, fixed_config_file_list):
-        return objective_function({**fixed, **params}, fixed_config_file_list)
+        started = time.perf_counter()
+        result = objective_function({**fixed, **params}, fixed_config_file_list)
+        trials.append(trial_record(params, result, time.perf_counter() - started))
+        # after every trial, so an interrupted search keeps the trials it finished
+        write_trials(trials_file, search, trials)
+        return result
 
     tuner = HyperTuning(
         objective,
@@ -170,6 +188,9 @@ def hyper_main(argv=None) -> int:
     except ValueError as error:
         print(f"error: the search space {params_file}: {error}", file=sys.stderr)
         return 2
+    if args.algo == "random":
+        without_repeats(tuner, args.max_evals)
+    search["max_evals"] = int(tuner.max_evals)
     from recbole_hdccf.compat import DatasetNotFoundError
     from recbole_hdccf.settings import ConfigError
 
@@ -182,7 +203,7 @@ def hyper_main(argv=None) -> int:
     print("best params: ", tuner.best_params)
     print("best result: ")
     print(tuner.params2result[tuner.params2str(tuner.best_params)])
-    print(f"results written to {args.output_file}")
+    print(f"results written to {args.output_file} and {trials_file}")
     return 0
 
 

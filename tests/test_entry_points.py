@@ -8,6 +8,7 @@ folder) on the tiny dataset; the README's ml-100k command is marked slow.
 from __future__ import annotations
 
 import ast
+import json
 import re
 import shutil
 import subprocess
@@ -149,6 +150,13 @@ HYPER_CASES = {
     # id: (model, search space, extra args, expected parameter lines or a count)
     "HDCCF-exhaustive": ("HDCCF", "tau choice [0.1,0.2]\n", [], {"tau:0.1", "tau:0.2"}),
     "HDCCF-random": ("HDCCF", "tau uniform 0.05,0.3\n", ["--algo=random", "--max_evals=2"], 2),
+    # a finite grid drawn at random: without repeats, so no more trials than the grid holds
+    "BPR-random-grid": (
+        "BPR",
+        "learning_rate choice [0.01,0.005]\n",
+        ["--algo=random", "--max_evals=5"],
+        {"learning_rate:0.01", "learning_rate:0.005"},
+    ),
     "BPR-exhaustive": (
         "BPR",
         "learning_rate choice [0.01,0.005]\n",
@@ -187,6 +195,20 @@ def test_hyper_writes_every_trial(case, tmp_path, tiny_data_path, subprocess_env
     else:
         assert params == expected, results
     assert "best params" in out.stdout
+    # the JSON record beside it: the same trials, with their settings as values
+    search = json.loads((tmp_path / "hyper_result.json").read_text(encoding="utf-8"))
+    assert search["model"] == model and len(search["trials"]) == len(results)
+    assert (
+        search["space"] == space.splitlines()
+        and f"--params_file={params_file}" in search["arguments"]
+    )
+    for trial in search["trials"]:
+        drawn = ",".join(f"{key}:{value}" for key, value in trial["params"].items())
+        assert drawn in params
+        assert trial["test_result"]["ndcg@10"] == pytest.approx(
+            float(results[drawn].split("ndcg@10 : ")[-1].split()[0]), abs=1e-4
+        )
+        assert trial["seconds"] > 0
     best = [p for p in (tmp_path / "saved").glob(f"{model}-*.pth") if not p.stem.endswith("-last")]
     assert len(best) == len(results)  # one best checkpoint per trial, none overwritten
 

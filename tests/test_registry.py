@@ -346,7 +346,14 @@ def test_the_entry_points_refuse_an_unknown_setting_before_running(tmp_path, cap
     assert "NeuMF[embedding_size=128]" in capsys.readouterr().err
     assert not out.exists()  # nothing ran, nothing written
     assert benchmark.main(["--dataset=tiny", "--set", "train_time_budjet=60", f"--out={out}"]) == 2
-    assert "'train_time_budget'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--set, for HDCCF" in err and "'train_time_budget'" in err  # the source it came from
+    # a --set key that one of the models lacks names that model, not a label
+    code = benchmark.main(
+        ["--dataset=tiny", "--models=HDCCF,BPR", "--set", "tau=0.5", f"--out={out}"]
+    )
+    assert code == 2
+    assert "--set, for BPR" in capsys.readouterr().err
 
     assert run_main(["--model=BPR", "--dataset=tiny", "--embeding_size=8"]) == 2
     assert "'embedding_size'" in capsys.readouterr().err

@@ -20,6 +20,7 @@ FAKE_PYTHON = """#!/bin/bash
 # Records each call, one line of arguments; answers the preset lookup like the real module.
 echo "$*" >> "$CALLS"
 if [ "$1" = -c ]; then echo 'HDCCF,HDCCF[ablation=wo_u]'; fi
+case "$*" in *--labels*) echo 'HDCCF[tau=0.5;ui_negatives=items],BPR[learning_rate=0.002]' ;; esac
 """
 
 
@@ -74,11 +75,29 @@ def test_paper_step_runs_each_label_then_tables_them_all(tmp_path):
 
 def test_tune_gets_bare_model_names_and_their_yaml(tmp_path):
     calls = _run(tmp_path, "tune", BASELINES="BPR LightGCN[learning_rate=0.01]", JOBS="1")
-    models = sorted(c.split("--model=")[1].split(" ")[0] for c in calls)
+    searches = [c for c in calls if "--model=" in c]
+    models = sorted(c.split("--model=")[1].split(" ")[0] for c in searches)
     assert models == ["BPR", "HDCCF", "LightGCN"]
     lightgcn = next(c for c in calls if "--model=LightGCN " in c)
     assert f"--config_files={ROOT}/properties/model/LightGCN.yaml" in lightgcn
     assert (tmp_path / "out" / "tune" / "LightGCN").is_dir()
+    # then, after every search, the report of the best trials
+    assert calls[-1] == f"-m recbole_hdccf.tuning --results={tmp_path}/out/tune"
+    assert (tmp_path / "out" / "tune" / "best.md").is_file()
+
+
+def test_tuned_benchmarks_each_models_best_trial_over_the_seeds(tmp_path):
+    calls = _run(tmp_path, "tuned", JOBS="1")
+    assert calls[0] == f"-m recbole_hdccf.tuning --results={tmp_path}/out/tune --labels"
+    runs = [c for c in calls[1:] if "--report_only" not in c]
+    assert sorted(c.split("--models=")[1] for c in runs) == [
+        "BPR[learning_rate=0.002]",
+        "HDCCF[tau=0.5;ui_negatives=items]",
+    ]
+    assert all(f"--out={tmp_path}/out/tuned" in c and "--seeds=3" in c for c in calls[1:])
+    assert calls[-1].endswith(
+        "--models=HDCCF[tau=0.5;ui_negatives=items],BPR[learning_rate=0.002] --report_only"
+    )
 
 
 def test_retest_tests_the_paper_runs_under_full_ranking(tmp_path):
