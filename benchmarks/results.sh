@@ -144,6 +144,10 @@ for step in "${steps[@]}"; do
         tuned)
             # the search chose on one seed; the seeds test what it chose, under the same BUDGET
             mapfile -t labels < <("$PYTHON" -m recbole_hdccf.tuning --results="$OUT/tune" --labels | tr , '\n')
+            if [ -z "${labels[*]:-}" ]; then
+                echo "tuned: no finished trials in $OUT/tune: run the tune step first" >&2
+                exit 2
+            fi
             in_parallel "$OUT/tuned" paper "${labels[@]}"
             ;;
         plots)

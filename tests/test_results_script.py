@@ -13,6 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # results.sh reads these from the environment; a caller's own values must not leak in
 SCRIPT_SETTINGS = {"BASELINES", "SEEDS", "BUDGET", "JOBS", "EXTRA", "TRIALS", "TUNE_EXTRA"}
+SCRIPT_SETTINGS |= {"TUNED_LABELS"}  # the stand-in's answer to the tuning report
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 
@@ -20,11 +21,11 @@ FAKE_PYTHON = """#!/bin/bash
 # Records each call, one line of arguments; answers the preset lookup like the real module.
 echo "$*" >> "$CALLS"
 if [ "$1" = -c ]; then echo 'HDCCF,HDCCF[ablation=wo_u]'; fi
-case "$*" in *--labels*) echo 'HDCCF[tau=0.5;ui_negatives=items],BPR[learning_rate=0.002]' ;; esac
+case "$*" in *--labels*) echo "${TUNED_LABELS-HDCCF[tau=0.5;ui_negatives=items],BPR[learning_rate=0.002]}" ;; esac
 """
 
 
-def _run(tmp_path, *steps, **env):
+def _run(tmp_path, *steps, expect_rc=0, **env):
     fake = tmp_path / "python"
     fake.write_text(FAKE_PYTHON, encoding="utf-8")
     fake.chmod(0o755)
@@ -45,7 +46,9 @@ def _run(tmp_path, *steps, **env):
         text=True,
         timeout=60,
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == expect_rc, result.stderr
+    if expect_rc:
+        return result.stderr
     return calls.read_text(encoding="utf-8").splitlines()
 
 
@@ -98,6 +101,13 @@ def test_tuned_benchmarks_each_models_best_trial_over_the_seeds(tmp_path):
     assert calls[-1].endswith(
         "--models=HDCCF[tau=0.5;ui_negatives=items],BPR[learning_rate=0.002] --report_only"
     )
+
+
+def test_tuned_without_tuning_records_stops_and_says_so(tmp_path):
+    err = _run(tmp_path, "tuned", expect_rc=2, TUNED_LABELS="")
+    assert "run the tune step first" in err
+    calls = (tmp_path / "calls.txt").read_text(encoding="utf-8").splitlines()
+    assert not [c for c in calls if "recbole_hdccf.benchmark" in c]  # nothing ran
 
 
 def test_retest_tests_the_paper_runs_under_full_ranking(tmp_path):
