@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
+
+from recbole_hdccf.benchmark import _write_json
 
 REPORT_METRICS = ("hit@10", "ndcg@10", "ndcg@50")
 
@@ -68,11 +69,7 @@ def trial_record(params: dict, result: dict, seconds: float) -> dict:
 
 
 def write_trials(path: str, search: dict, trials: list[dict]) -> None:
-    data = {**{k: _plain(v) for k, v in search.items()}, "trials": trials}
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    _write_json(Path(path), {**{k: _plain(v) for k, v in search.items()}, "trials": trials})
 
 
 def best_trial(trials: list[dict]) -> dict:
