@@ -15,9 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from recbole_hdccf.benchmark import _write_json
-
-REPORT_METRICS = ("hit@10", "ndcg@10", "ndcg@50")
+from recbole_hdccf.benchmark import METRIC_LABELS, METRICS, _write_json
 
 
 def grid_size(space: dict) -> int | None:
@@ -93,28 +91,29 @@ def read_searches(folder: Path) -> list[dict]:
     for path in sorted(folder.glob("*/*.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
         if isinstance(data, dict) and "trials" in data and "model" in data:
-            searches.append({**data, "path": str(path)})
+            searches.append(data)
     return sorted(searches, key=lambda search: search["model"])
 
 
 def report(searches: list[dict]) -> tuple[str, list[str]]:
     """A markdown table of each model's best trial, and the benchmark labels of those trials."""
     header = ["model", "trials", "at budget", "best valid NDCG@10"]
-    header += [f"its test {name.upper().replace('HIT', 'HR')}" for name in REPORT_METRICS]
+    header += [f"its test {METRIC_LABELS[name]}" for name in METRICS]
     header += ["its settings"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     labels = []
     for search in searches:
         trials = search["trials"]
         if not trials:
-            lines.append(f"| {search['model']} | 0 | | | | | | no finished trial |")
+            cells = [search["model"], "0", *[""] * (len(header) - 3), "no finished trial"]
+            lines.append("| " + " | ".join(cells) + " |")
             continue
         best = best_trial(trials)
         labels.append(label(search["model"], best["params"]))
         at_budget = sum(trial["time_budget_reached"] for trial in trials)
         cells = [search["model"], str(len(trials)), str(at_budget)]
         cells.append(_metric(best["best_valid_result"], "ndcg@10"))
-        cells += [_metric(best["test_result"], name) for name in REPORT_METRICS]
+        cells += [_metric(best["test_result"], name) for name in METRICS]
         cells.append(f"`{labels[-1]}`")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines), labels
