@@ -14,7 +14,13 @@ from pathlib import Path
 
 from recbole_hdccf.paths import protocol_file
 from recbole_hdccf.registry import UnknownModelError, check_model_name, check_setting_names
-from recbole_hdccf.tuning import trial_record, trials_file_for, without_repeats, write_trials
+from recbole_hdccf.tuning import (
+    first_refused,
+    trial_record,
+    trials_file_for,
+    without_repeats,
+    write_trials,
+)
 
 
 def _config_files(args) -> list[str] | None:
@@ -194,6 +200,16 @@ def hyper_main(argv=None) -> int:
     from recbole_hdccf.compat import DatasetNotFoundError
     from recbole_hdccf.settings import ConfigError
 
+    refused = _refused_draw(args.model, args.dataset, config_files, tuner.space)
+    if refused is not None:
+        drawn, error = refused
+        print(
+            f"error: the search space {params_file} can draw settings {args.model} refuses "
+            f"({_settings_text(drawn)}): {error}. Change the space so that no draw combines "
+            "these values; no trial was run",
+            file=sys.stderr,
+        )
+        return 2
     try:
         tuner.run()
     except (DatasetNotFoundError, ConfigError) as error:  # a bad trial names its setting
@@ -205,6 +221,38 @@ def hyper_main(argv=None) -> int:
     print(tuner.params2result[tuner.params2str(tuner.best_params)])
     print(f"results written to {args.output_file} and {trials_file}")
     return 0
+
+
+def _refused_draw(model, dataset, config_files, space):
+    """A corner of the search space (:func:`tuning.first_refused`) whose trial would stop the
+    search at its settings check, with the error; None when every corner passes. Each corner is
+    checked as its trial would be: the drawn values over the config files, and the command line
+    over both (RecBole's order)."""
+    from recbole.config import Config
+
+    from recbole_hdccf.quick_start import validate_config
+
+    base = Config(model=model, dataset=dataset, config_file_list=config_files or None)
+    fixed = dict(base.final_config_dict)
+
+    def check(drawn):
+        validate_config(_AsConfig({**fixed, **drawn, **base.cmd_config_dict}), world_size=1)
+
+    return first_refused(space, check)
+
+
+class _AsConfig(dict):
+    """A config dict read as RecBole's ``Config`` is: a missing key reads None."""
+
+    def __missing__(self, key):
+        return None
+
+
+def _settings_text(drawn: dict) -> str:
+    return ", ".join(
+        f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value!r}"
+        for key, value in drawn.items()
+    )
 
 
 def _default_params_file(model: str) -> str | None:

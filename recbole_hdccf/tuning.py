@@ -48,6 +48,63 @@ def without_repeats(tuner, max_evals: int) -> None:
     tuner.max_evals = min(max_evals, size)
 
 
+# How many corner settings the check before a search tries, at most (HDCCF's space has 576).
+MAX_CORNERS = 100_000
+
+
+def corner_values(node) -> list:
+    """The values a space's setting is checked at before a search: every option of a ``choice``,
+    the two ends of a ``uniform``, ``quniform`` or ``loguniform`` range (as drawn, so
+    ``loguniform -8,-4`` gives exp(-8) and exp(-4)); a few draws of anything else."""
+    import math
+
+    import numpy as np
+    from hyperopt import pyll
+    from hyperopt.pyll.base import as_apply
+
+    node = as_apply(node)
+    if node.name == "switch":  # hp.choice is switch(index, *options)
+        return [pyll.rec_eval(option) for option in node.pos_args[1:]]
+    distribution = next((n for n in pyll.dfs(node) if n.name in _RANGES), None)
+    if distribution is not None:
+        low, high, *q = (pyll.rec_eval(arg) for arg in distribution.pos_args)
+        ends = [low, high]
+        if "log" in distribution.name:
+            ends = [math.exp(end) for end in ends]
+        if q:
+            ends = [round(end / q[0]) * q[0] for end in ends]
+        return [float(end) for end in ends]
+    rng = np.random.default_rng(0)
+    return [pyll.stochastic.sample(node, rng=rng) for _ in range(5)]
+
+
+_RANGES = ("uniform", "quniform", "loguniform", "qloguniform")
+
+
+def corners(space: dict):
+    """Every combination of the settings' :func:`corner_values`, as ``{setting: value}`` dicts
+    (at most :data:`MAX_CORNERS`)."""
+    import itertools
+
+    values = {key: corner_values(node) for key, node in space.items()}
+    combinations = itertools.product(*values.values())
+    for drawn in itertools.islice(combinations, MAX_CORNERS):
+        yield dict(zip(values, drawn, strict=True))
+
+
+def first_refused(space: dict, check) -> tuple[dict, Exception] | None:
+    """The first corner of ``space`` that ``check`` (a settings dict -> None, raising
+    ``ValueError`` for a refused setting) refuses, with its error; None when every corner passes.
+    Run before a search so that a space which can draw a refused pair fails at once, not at the
+    trial that draws it, hours in."""
+    for drawn in corners(space):
+        try:
+            check(drawn)
+        except ValueError as error:
+            return drawn, error
+    return None
+
+
 def trials_file_for(output_file: str) -> str:
     """``trials.result`` -> ``trials.json``: the JSON record beside RecBole's result file."""
     return str(Path(output_file).with_suffix(".json"))

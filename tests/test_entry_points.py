@@ -240,7 +240,51 @@ def test_hyper_trial_with_a_bad_setting_fails_clearly(tmp_path, tiny_data_path, 
     ]
     out = run_script(HYPER_SCRIPT, args, tmp_path, subprocess_env)
     assert out.returncode == 2, out.stderr[-3000:]
-    assert "error: tau=-1.0" in out.stderr and "Traceback" not in out.stderr
+    assert "tau=-1.0: the temperature must be > 0" in out.stderr and "Traceback" not in out.stderr
+    assert f"the search space {params_file}" in out.stderr and "no trial was run" in out.stderr
+    assert not (tmp_path / "hyper_result.json").exists()  # refused before the first trial
+
+
+REFUSED_SPACES = {
+    # id: (space, the setting the error names); each space's first trial would be accepted
+    "a pair of choices": (
+        "ui_negatives choice ['both','items']\nw_u_pos choice [0.1]\n",
+        "w_u_pos=0.1: has no effect with ui_negatives='items'",
+    ),
+    "a range's lower end": ("tau uniform -0.5,1.0\n", "tau=-0.5: the temperature must be > 0"),
+    "the command line against a choice": (
+        "debias choice [True,False]\n",
+        "w_i_pos=0.1: has no effect with debias=False",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED_SPACES))
+def test_hyper_refuses_a_space_that_can_draw_a_refused_setting_before_any_trial(
+    case, tmp_path, tiny_data_path, monkeypatch, capsys
+):
+    """A search stops at the first trial HDCCF refuses: a space that draws such a setting only
+    at its tenth trial would waste nine. Every corner of the space is checked first."""
+    from recbole_hdccf.cli import hyper_main
+
+    space, named = REFUSED_SPACES[case]
+    params_file = tmp_path / "refused.hyper"
+    params_file.write_text(space, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    command_line = ["--w_i_pos=0.1"] if "command line" in case else []
+    monkeypatch.setattr(sys, "argv", ["run_hyper_hdccf.py", *command_line])  # Config reads it
+    args = [
+        "--model=HDCCF",
+        "--dataset=tiny",
+        f"--config_files={small_config_file(tmp_path, tiny_data_path)}",
+        f"--params_file={params_file}",
+        *command_line,
+    ]
+    assert hyper_main(args) == 2
+    err = capsys.readouterr().err
+    assert named in err and "no trial was run" in err, err
+    assert not (tmp_path / "hyper_result.json").exists()
+    assert not (tmp_path / "saved").exists()
 
 
 def test_hyper_without_search_space_fails_clearly(tmp_path, capsys):

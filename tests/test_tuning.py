@@ -151,3 +151,39 @@ def test_every_draw_of_hdccfs_search_space_is_a_valid_setting():
     for values in itertools.product(*(choices.values())):
         drawn = {key: value.obj for key, value in zip(choices, values, strict=True)}
         HDCCFSettings.from_config({**drawn, "learning_rate": 0.001})  # raises if refused
+
+
+def test_corner_values_are_every_choice_and_both_ends_of_a_range(tmp_path):
+    from recbole.trainer.hyper_tuning import HyperTuning
+
+    params_file = tmp_path / "space.hyper"
+    params_file.write_text(
+        "a choice [0.1,'x',True]\nb uniform -0.5,2.0\nc loguniform -8.0,-4.0\nd quniform 1,10,2\n",
+        encoding="utf-8",
+    )
+    space = HyperTuning._build_space_from_file(str(params_file))
+    assert tuning.corner_values(space["a"]) == [0.1, "x", True]
+    assert tuning.corner_values(space["b"]) == [-0.5, 2.0]
+    assert tuning.corner_values(space["c"]) == pytest.approx([np.exp(-8.0), np.exp(-4.0)])
+    # quniform rounds its draws to multiples of q: 1 can come out as 0
+    assert tuning.corner_values(space["d"]) == [0.0, 10.0]
+    corners = list(tuning.corners(space))
+    assert len(corners) == 3 * 2 * 2 * 2
+    assert {"a": "x", "b": 2.0, "c": pytest.approx(np.exp(-8.0)), "d": 0.0} in corners
+
+
+def test_first_refused_finds_the_one_bad_combination_of_two_choices():
+    from hyperopt import hp
+
+    from recbole_hdccf.settings import HDCCFSettings
+
+    space = {
+        "ui_negatives": hp.choice("ui_negatives", ["both", "items"]),
+        "w_u_pos": hp.choice("w_u_pos", [0.1]),
+        "tau": hp.uniform("tau", 0.05, 1.0),
+    }
+    drawn, error = tuning.first_refused(space, HDCCFSettings.from_config)
+    assert drawn == {"ui_negatives": "items", "w_u_pos": 0.1, "tau": 0.05}
+    assert "w_u_pos=0.1: has no effect with ui_negatives='items'" in str(error)
+    fixed = {**space, "ui_negatives": hp.choice("ui_negatives", ["both"])}
+    assert tuning.first_refused(fixed, HDCCFSettings.from_config) is None
