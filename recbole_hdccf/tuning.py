@@ -158,7 +158,7 @@ def report(searches: list[dict]) -> tuple[str, list[str]]:
     header += [f"its test {METRIC_LABELS[name]}" for name in METRICS]
     header += ["its settings"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    labels = []
+    labels, ties = [], []
     for search in searches:
         trials = search["trials"]
         if not trials:
@@ -173,7 +173,17 @@ def report(searches: list[dict]) -> tuple[str, list[str]]:
         cells += [_metric(best["test_result"], name) for name in METRICS]
         cells.append(f"`{labels[-1]}`")
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines), labels
+        tied = [
+            t for t in trials if t is not best and t["best_valid_score"] == best["best_valid_score"]
+        ]
+        if tied:
+            others = ", ".join(f"`{label(search['model'], t['params'])}`" for t in tied)
+            ties.append(
+                f"- {search['model']}: the best validation score ({best['best_valid_score']}) is "
+                f"tied with {others}; the first drawn is taken, as RecBole's tuner does. RecBole "
+                "rounds validation to 4 places: compare the tied settings over seeds to choose."
+            )
+    return "\n".join(lines + ([""] + ties if ties else [])), labels
 
 
 def main(argv=None) -> int:

@@ -115,6 +115,31 @@ def test_report_tables_each_models_best_trial(tmp_path, capsys):
     assert capsys.readouterr().out == "BPR[learning_rate=0.005]\n"  # for results.sh tuned
 
 
+def test_report_names_the_trials_tied_with_the_best(tmp_path, capsys):
+    """RecBole rounds validation to 4 places, so two settings can tie; the report says so."""
+    write_search(
+        tmp_path,
+        "BPR",
+        [
+            tuning.trial_record({"learning_rate": 0.002}, result(0.3767, 0.34), 5),
+            tuning.trial_record({"learning_rate": 0.0005}, result(0.3701, 0.33), 5),
+            tuning.trial_record({"learning_rate": 0.001}, result(0.3767, 0.35), 5),
+        ],
+    )
+    write_search(
+        tmp_path, "NeuMF", [tuning.trial_record({"learning_rate": 0.001}, result(0.3, 0.3), 5)]
+    )
+    assert tuning.main([f"--results={tmp_path}"]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("- ")]
+    assert notes == [
+        "- BPR: the best validation score (0.3767) is tied with `BPR[learning_rate=0.001]`; the "
+        "first drawn is taken, as RecBole's tuner does. RecBole rounds validation to 4 places: "
+        "compare the tied settings over seeds to choose."
+    ]
+    assert tuning.main([f"--results={tmp_path}", "--labels"]) == 0
+    assert capsys.readouterr().out == "BPR[learning_rate=0.002],NeuMF[learning_rate=0.001]\n"
+
+
 def test_report_without_records_says_what_writes_them(tmp_path, capsys):
     assert tuning.main([f"--results={tmp_path / 'missing'}"]) == 2
     assert "results.sh tune" in capsys.readouterr().err
