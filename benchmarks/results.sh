@@ -111,55 +111,61 @@ preset() {  # @ablation -> its labels, one per line
     "$PYTHON" -c "from recbole_hdccf.benchmark import PRESETS; print(PRESETS['$1'])" | tr , '\n'
 }
 
-steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(paper retest variants full ablation sensitivity modulation plots)
-for step in "${steps[@]}"; do
-    echo "== $step ($(date))"
-    case $step in
-        paper | full) in_parallel "$OUT/$step" "$step" "$PROPOSED" "${BASELINES[@]}" ;;
-        retest) "$PYTHON" -m recbole_hdccf.retest --runs="$OUT/paper" --protocol=full ;;
-        variants)
-            in_parallel "$OUT/variants" paper "${VARIANTS[@]}"
-            if [ -f "$OUT/paper/runs.json" ]; then  # the published configuration itself
-                bench "$OUT/variants" paper "$PROPOSED,$(IFS=,; echo "${VARIANTS[*]}")" \
-                    --report_only --merge_runs="$OUT/paper/runs.json"
-            fi
-            in_parallel "$OUT/variants-p" paper "${P_VARIANTS[@]}"
-            if [ -f "$OUT/variants/runs.json" ]; then
-                bench "$OUT/variants-p" paper "$UNMODULATED],$(IFS=,; echo "${P_VARIANTS[*]}")" \
-                    --report_only --merge_runs="$OUT/variants/runs.json"
-            fi
-            ;;
-        ablation | sensitivity | modulation)
-            mapfile -t labels < <(preset "@$step")
-            in_parallel "$OUT/$step" paper "${labels[@]}"
-            ;;
-        tune)
-            # a label's own settings are the tuner's to choose: tune the bare model
-            printf '%s\n' HDCCF "${BASELINES[@]%%\[*}" | xargs -P "$JOBS" -I{} bash -c 'tune_one "$0"' {} \
-                || echo "some tuning failed: see $OUT/tune/<Model>/stdout.log"
-            # each model's best trial on validation, and the labels that rerun them over seeds
-            "$PYTHON" -m recbole_hdccf.tuning --results="$OUT/tune" | tee "$OUT/tune/best.md"
-            ;;
-        tuned)
-            # the search chose on one seed; the seeds test what it chose, under the same BUDGET
-            mapfile -t labels < <("$PYTHON" -m recbole_hdccf.tuning --results="$OUT/tune" --labels | tr , '\n')
-            if [ -z "${labels[*]:-}" ]; then
-                echo "tuned: no finished trials in $OUT/tune: run the tune step first" >&2
-                exit 2
-            fi
-            in_parallel "$OUT/tuned" paper "${labels[@]}"
-            ;;
-        plots)
-            "$PYTHON" -m recbole_hdccf.plots ablation --results="$OUT/ablation"
-            "$PYTHON" -m recbole_hdccf.plots ablation --results="$OUT/variants"
-            # Fig. 3 on the published configuration: the paper step's checkpoint, merged in
-            "$PYTHON" -m recbole_hdccf.plots scores --results="$OUT/variants"
-            "$PYTHON" -m recbole_hdccf.plots sensitivity --results="$OUT/sensitivity"
-            "$PYTHON" -m recbole_hdccf.plots sensitivity --results="$OUT/variants-p"
-            "$PYTHON" -m recbole_hdccf.plots scores --results="$OUT/modulation"
-            ;;
-        *) echo "unknown step $step: use paper, retest, variants, full, ablation, sensitivity, modulation, plots, tune or tuned" >&2
-           exit 2 ;;
-    esac
-done
+main() {
+    local step steps=("$@")
+    [ ${#steps[@]} -gt 0 ] || steps=(paper retest variants full ablation sensitivity modulation plots)
+    for step in "${steps[@]}"; do
+        echo "== $step ($(date))"
+        case $step in
+            paper | full) in_parallel "$OUT/$step" "$step" "$PROPOSED" "${BASELINES[@]}" ;;
+            retest) "$PYTHON" -m recbole_hdccf.retest --runs="$OUT/paper" --protocol=full ;;
+            variants)
+                in_parallel "$OUT/variants" paper "${VARIANTS[@]}"
+                if [ -f "$OUT/paper/runs.json" ]; then  # the published configuration itself
+                    bench "$OUT/variants" paper "$PROPOSED,$(IFS=,; echo "${VARIANTS[*]}")" \
+                        --report_only --merge_runs="$OUT/paper/runs.json"
+                fi
+                in_parallel "$OUT/variants-p" paper "${P_VARIANTS[@]}"
+                if [ -f "$OUT/variants/runs.json" ]; then
+                    bench "$OUT/variants-p" paper "$UNMODULATED],$(IFS=,; echo "${P_VARIANTS[*]}")" \
+                        --report_only --merge_runs="$OUT/variants/runs.json"
+                fi
+                ;;
+            ablation | sensitivity | modulation)
+                mapfile -t labels < <(preset "@$step")
+                in_parallel "$OUT/$step" paper "${labels[@]}"
+                ;;
+            tune)
+                # a label's own settings are the tuner's to choose: tune the bare model
+                printf '%s\n' HDCCF "${BASELINES[@]%%\[*}" | xargs -P "$JOBS" -I{} bash -c 'tune_one "$0"' {} \
+                    || echo "some tuning failed: see $OUT/tune/<Model>/stdout.log"
+                # each model's best trial on validation, and the labels that rerun them over seeds
+                "$PYTHON" -m recbole_hdccf.tuning --results="$OUT/tune" | tee "$OUT/tune/best.md"
+                ;;
+            tuned)
+                # the search chose on one seed; the seeds test what it chose, under the same BUDGET
+                mapfile -t labels < <("$PYTHON" -m recbole_hdccf.tuning --results="$OUT/tune" --labels | tr , '\n')
+                if [ -z "${labels[*]:-}" ]; then
+                    echo "tuned: no finished trials in $OUT/tune: run the tune step first" >&2
+                    exit 2
+                fi
+                in_parallel "$OUT/tuned" paper "${labels[@]}"
+                ;;
+            plots)
+                "$PYTHON" -m recbole_hdccf.plots ablation --results="$OUT/ablation"
+                "$PYTHON" -m recbole_hdccf.plots ablation --results="$OUT/variants"
+                # Fig. 3 on the published configuration: the paper step's checkpoint, merged in
+                "$PYTHON" -m recbole_hdccf.plots scores --results="$OUT/variants"
+                "$PYTHON" -m recbole_hdccf.plots sensitivity --results="$OUT/sensitivity"
+                "$PYTHON" -m recbole_hdccf.plots sensitivity --results="$OUT/variants-p"
+                "$PYTHON" -m recbole_hdccf.plots scores --results="$OUT/modulation"
+                ;;
+            *) echo "unknown step $step: use paper, retest, variants, full, ablation, sensitivity, modulation, plots, tune or tuned" >&2
+               exit 2 ;;
+        esac
+    done
+}
+
+# bash reads a script as it runs it: one line, parsed whole before main starts, so that editing
+# this file during a run of hours does not change what the run does after its steps.
+main "$@"; exit $?

@@ -21,11 +21,14 @@ FAKE_PYTHON = """#!/bin/bash
 # Records each call, one line of arguments; answers the preset lookup like the real module.
 echo "$*" >> "$CALLS"
 if [ "$1" = -c ]; then echo 'HDCCF,HDCCF[ablation=wo_u]'; fi
+if [ -n "${EDIT_SCRIPT:-}" ] && [ ! -e "$CALLS.edited" ]; then  # edit the script mid-run, once
+    touch "$CALLS.edited"; printf '\necho "read the edited script" >&2; exit 7\n' >> "$EDIT_SCRIPT"
+fi
 case "$*" in *--labels*) echo "${TUNED_LABELS-HDCCF[tau=0.5;ui_negatives=items],BPR[learning_rate=0.002]}" ;; esac
 """
 
 
-def _run(tmp_path, *steps, expect_rc=0, **env):
+def _run(tmp_path, *steps, expect_rc=0, script="benchmarks/results.sh", **env):
     fake = tmp_path / "python"
     fake.write_text(FAKE_PYTHON, encoding="utf-8")
     fake.chmod(0o755)
@@ -39,7 +42,7 @@ def _run(tmp_path, *steps, expect_rc=0, **env):
         **env,
     }
     result = subprocess.run(
-        ["bash", "benchmarks/results.sh", *steps],
+        ["bash", str(script), *steps],
         cwd=ROOT,
         env=environ,
         capture_output=True,
@@ -163,3 +166,12 @@ def test_plots_step_draws_every_figure_from_its_steps_folder(tmp_path):
         f"sensitivity --results={out / 'variants-p'}",
         f"scores --results={out / 'modulation'}",
     ]
+
+
+def test_editing_the_script_during_a_run_does_not_change_the_run(tmp_path):
+    """bash reads a script as it goes: lines appended while a step runs would run after it."""
+    script = tmp_path / "results.sh"
+    shutil.copy(ROOT / "benchmarks" / "results.sh", script)
+    calls = _run(tmp_path, "paper", script=script, EDIT_SCRIPT=str(script))
+    assert (tmp_path / "calls.txt.edited").exists()  # the stand-in did edit it
+    assert any("--report_only" in call for call in calls)
