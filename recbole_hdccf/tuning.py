@@ -74,7 +74,7 @@ def corner_values(node) -> list:
         if q:
             ends = [round(end / q[0]) * q[0] for end in ends]
         return [float(end) for end in ends]
-    rng = np.random.default_rng(0)
+    rng = np.random.RandomState(0)  # what hyperopt 0.2.5 draws with
     return [pyll.stochastic.sample(node, rng=rng) for _ in range(5)]
 
 

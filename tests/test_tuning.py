@@ -192,6 +192,11 @@ def test_corner_values_are_every_choice_and_both_ends_of_a_range(tmp_path):
     assert tuning.corner_values(space["c"]) == pytest.approx([np.exp(-8.0), np.exp(-4.0)])
     # quniform rounds its draws to multiples of q: 1 can come out as 0
     assert tuning.corner_values(space["d"]) == [0.0, 10.0]
+    # a distribution without ends (a space given as a dict): a few draws of it
+    from hyperopt import hp
+
+    draws = tuning.corner_values(hp.normal("e", 0.0, 1.0))
+    assert len(draws) == 5 and len(set(draws)) == 5
     corners = list(tuning.corners(space))
     assert len(corners) == 3 * 2 * 2 * 2
     assert {"a": "x", "b": 2.0, "c": pytest.approx(np.exp(-8.0)), "d": 0.0} in corners
