@@ -177,7 +177,7 @@ def report(searches: list[dict]) -> tuple[str, list[str]]:
             t for t in trials if t is not best and t["best_valid_score"] == best["best_valid_score"]
         ]
         if tied:
-            others = ", ".join(f"`{label(search['model'], t['params'])}`" for t in tied)
+            others = ", ".join(_tied_text(search["model"], t["params"]) for t in tied)
             ties.append(
                 f"- {search['model']}: the best validation score ({best['best_valid_score']}) is "
                 f"tied with {others}; the first drawn is taken, as RecBole's tuner does. RecBole "
@@ -222,6 +222,15 @@ def _label_value(value) -> str:
     if any(char in text for char in ";[]"):
         raise ValueError(f"setting value {value!r} cannot be written into a benchmark label")
     return text
+
+
+def _tied_text(model: str, params: dict) -> str:
+    """A tied trial as its label, or as its settings where a value cannot be written in one (the
+    note must not fail the report; only the chosen trial has to rerun as a label)."""
+    try:
+        return f"`{label(model, params)}`"
+    except ValueError:
+        return f"`{model}` with {json.dumps(params)}"
 
 
 def _metric(result: dict, name: str) -> str:

@@ -124,6 +124,8 @@ def test_report_names_the_trials_tied_with_the_best(tmp_path, capsys):
             tuning.trial_record({"learning_rate": 0.002}, result(0.3767, 0.34), 5),
             tuning.trial_record({"learning_rate": 0.0005}, result(0.3701, 0.33), 5),
             tuning.trial_record({"learning_rate": 0.001}, result(0.3767, 0.35), 5),
+            # tied too, with a value no label can hold: named by its settings, not a crash
+            tuning.trial_record({"mlp_hidden_size": [64, 32]}, result(0.3767, 0.30), 5),
         ],
     )
     write_search(
@@ -132,7 +134,8 @@ def test_report_names_the_trials_tied_with_the_best(tmp_path, capsys):
     assert tuning.main([f"--results={tmp_path}"]) == 0
     notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("- ")]
     assert notes == [
-        "- BPR: the best validation score (0.3767) is tied with `BPR[learning_rate=0.001]`; the "
+        "- BPR: the best validation score (0.3767) is tied with `BPR[learning_rate=0.001]`, "
+        '`BPR` with {"mlp_hidden_size": [64, 32]}; the '
         "first drawn is taken, as RecBole's tuner does. RecBole rounds validation to 4 places: "
         "compare the tied settings over seeds to choose."
     ]
