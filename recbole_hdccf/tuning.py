@@ -21,15 +21,21 @@ from recbole_hdccf.benchmark import METRIC_LABELS, METRICS, _write_json
 def grid_size(space: dict) -> int | None:
     """How many distinct settings a hyperopt space holds: the product of its choices' lengths,
     or None when a setting is continuous (``uniform``, ``loguniform``, ``quniform``)."""
-    from hyperopt.pyll.base import as_apply
-
     size = 1
     for node in space.values():
-        node = as_apply(node)
-        if node.name != "switch":  # hp.choice is switch(index, *options)
+        options = _choice_options(node)
+        if options is None:
             return None
-        size *= len(node.pos_args) - 1
+        size *= len(options)
     return size
+
+
+def _choice_options(node) -> list | None:
+    """The option nodes of an ``hp.choice`` setting (``switch(index, *options)``), else None."""
+    from hyperopt.pyll.base import as_apply
+
+    node = as_apply(node)
+    return list(node.pos_args[1:]) if node.name == "switch" else None
 
 
 def without_repeats(tuner, max_evals: int) -> None:
@@ -62,9 +68,10 @@ def corner_values(node) -> list:
     from hyperopt import pyll
     from hyperopt.pyll.base import as_apply
 
+    options = _choice_options(node)
+    if options is not None:
+        return [pyll.rec_eval(option) for option in options]
     node = as_apply(node)
-    if node.name == "switch":  # hp.choice is switch(index, *options)
-        return [pyll.rec_eval(option) for option in node.pos_args[1:]]
     distribution = next((n for n in pyll.dfs(node) if n.name in _RANGES), None)
     if distribution is not None:
         low, high, *q = (pyll.rec_eval(arg) for arg in distribution.pos_args)
