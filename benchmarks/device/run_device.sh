@@ -1,9 +1,15 @@
 #!/bin/bash
 # One prepared device run: environment preflight (fails fast), a CUDA check of the fused grid,
-# then ML-1M (paper + full protocol) and an ml-100k HDCCF sweep, all in parallel.
-# Usage (repo root): bash benchmarks/device/run_device.sh DEADLINE_S
+# then one plan of benchmark runs, all in parallel, each with THREADS torch threads:
+#   sweep      ML-1M (paper + full protocol) and an ml-100k HDCCF sweep, seed 2020, 15 processes
+#   embedding  ML-1M paper protocol: LightGCN and SimpleX (the main table's settings) at d = 64
+#              and d = 128, run until early stopping or the budget, 8 processes
+#   lightgcn128 the same LightGCN at d = 128, seed 2020 alone (one process: no GPU time-slicing)
+# Usage (repo root): bash benchmarks/device/run_device.sh DEADLINE_S [PLAN]
 set -u
 DEADLINE=${1:-500}
+PLAN=${2:-sweep}
+case $PLAN in sweep | embedding | lightgcn128) ;; *) echo "unknown plan '$PLAN': give sweep, embedding or lightgcn128"; exit 2 ;; esac
 T0=$(date +%s)
 ROOT=$PWD
 OUT=${OUT:-/tmp/out}
@@ -54,15 +60,17 @@ grep -q "PREFLIGHT OK" "$OUT/preflight.txt" || { echo "PREFLIGHT FAILED"; exit 4
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv 2>&1 | tee -a "$OUT/preflight.txt"
 echo "preflight done at $(elapsed) s"
 
+SEEDS=2020
+THREADS=1
 bench() {  # name dataset protocol timeout models [extra args]
     local name=$1 dataset=$2 protocol=$3 limit=$4 models=$5
     shift 5
     python3 -m recbole_hdccf.benchmark --dataset="$dataset" --protocol="$protocol" \
-        --seed_list=2020 --models="$models" --out="/tmp/res/$name" --timeout="$limit" "$@" \
-        > "/tmp/res/$name.log" 2>&1
+        --seed_list="$SEEDS" --models="$models" --out="/tmp/res/$name" --timeout="$limit" \
+        --threads="$THREADS" "$@" > "/tmp/res/$name.log" 2>&1
 }
 LEFT=$((DEADLINE - $(elapsed) - 15))   # hard per-run timeout (the run is lost)
-BUDGET=$((LEFT - 110))                   # training budget: data loading and the test fit after
+BUDGET=$((LEFT - ${RESERVE:-110}))      # training budget: data loading and the test fit after
 HD_UN="normalize=False;tau=1.0"
 launch() {  # prefix dataset protocol "spec|epochs|stopping_step" ... (plain labels: caps go to --set)
     local prefix=$1 dataset=$2 protocol=$3
@@ -72,18 +80,32 @@ launch() {  # prefix dataset protocol "spec|epochs|stopping_step" ... (plain lab
     for item in "$@"; do
         IFS='|' read -r spec epochs stop <<< "$item"
         [ -n "${LOCAL_TEST:-}" ] && epochs=1
-        n=$(echo "$spec" | tr -c 'A-Za-z0-9' '_')
+        n=$(echo "${spec}_$SEEDS" | tr -c 'A-Za-z0-9' '_')
         bench "${prefix}_$n" "$dataset" "$protocol" $LEFT "$spec" "${extra[@]}" \
             --set "epochs=$epochs" --set "stopping_step=$stop" \
             --set "train_time_budget=$BUDGET" &
     done
 }
-launch m1p ml-1m paper "HDCCF|300|5" "HDCCF[${HD_UN}]|300|5" "BPR|300|10" "NeuMF|300|10" \
-    "ENMF|300|10" "LightGCN|300|10" "SimpleX|300|10"
-launch m1f ml-1m full "HDCCF|300|5" "BPR|300|10" "LightGCN|300|10"
-launch k100 ml-100k paper "BPR|300|10" "HDCCF[${HD_UN}]|300|5" \
-    "HDCCF[normalize=False;tau=0.5]|300|5" "HDCCF[${HD_UN};train_batch_size=1024]|300|5" \
-    "HDCCF[${HD_UN};neighbor_num=4]|300|5"
+if [ "$PLAN" = sweep ]; then
+    launch m1p ml-1m paper "HDCCF|300|5" "HDCCF[${HD_UN}]|300|5" "BPR|300|10" "NeuMF|300|10" \
+        "ENMF|300|10" "LightGCN|300|10" "SimpleX|300|10"
+    launch m1f ml-1m full "HDCCF|300|5" "BPR|300|10" "LightGCN|300|10"
+    launch k100 ml-100k paper "BPR|300|10" "HDCCF[${HD_UN}]|300|5" \
+        "HDCCF[normalize=False;tau=0.5]|300|5" "HDCCF[${HD_UN};train_batch_size=1024]|300|5" \
+        "HDCCF[${HD_UN};neighbor_num=4]|300|5"
+elif [ "$PLAN" = lightgcn128 ]; then
+    THREADS=4
+    launch emb ml-1m paper "LightGCN[learning_rate=0.01;embedding_size=128]|300|10"
+else  # the main table's LightGCN and SimpleX (docs/results.md), one process per seed and size
+    THREADS=2
+    L="LightGCN[learning_rate=0.01"
+    S="SimpleX[train_batch_size=26112;learning_rate=0.005"
+    for SEEDS in 2020 2021 2022; do
+        launch emb ml-1m paper "$L]|300|10" "$L;embedding_size=128]|300|10"
+    done
+    SEEDS=2020
+    launch emb ml-1m paper "$S]|300|10" "$S;embedding_size=128]|300|10"
+fi
 
 snapshot() {
     tar czf "$OUT/results.tar.gz.tmp" -C /tmp/res --exclude='*.pth' --exclude='saved' . \
