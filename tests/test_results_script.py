@@ -64,7 +64,7 @@ def test_paper_step_runs_each_label_then_tables_them_all(tmp_path):
         [
             "HDCCF[ui_negatives=items;debias=False;stopping_step=5]",
             "BPR",
-            "NeuMF",
+            "NeuMF[learning_rate=0.0005]",
             "ENMF[dropout_prob=0.3]",
             "LightGCN[learning_rate=0.01]",
             "SimpleX[train_batch_size=26112;learning_rate=0.005]",
@@ -74,7 +74,7 @@ def test_paper_step_runs_each_label_then_tables_them_all(tmp_path):
     assert len(report) == 1
     assert report[0].split("--models=")[1].split(" ")[0] == (
         "HDCCF[ui_negatives=items;debias=False;stopping_step=5],"
-        "BPR,NeuMF,ENMF[dropout_prob=0.3],LightGCN[learning_rate=0.01],"
+        "BPR,NeuMF[learning_rate=0.0005],ENMF[dropout_prob=0.3],LightGCN[learning_rate=0.01],"
         "SimpleX[train_batch_size=26112;learning_rate=0.005]"
     )
 
