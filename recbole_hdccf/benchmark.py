@@ -324,9 +324,10 @@ def markdown_table(records: list[dict], labels: list[str], proposed: str | None 
     best in bold, best baseline underlined, the proposed model's improvement and p-value.
     Baselines are the labels of other models; HDCCF variants are shown but never a baseline."""
     proposed = proposed or default_proposed(labels)
+    compared = proposed in labels  # a table of baselines alone has nothing to improve on
     summary = summarize(records, labels)
     baselines = [lb for lb in labels if model_of(lb) != PROPOSED]
-    header = ["Metric", *labels, "Imp.", "p (paired t, seeds)"]
+    header = ["Metric", *labels] + (["Imp.", "p (paired t, seeds)"] if compared else [])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for metric in METRICS:
         means = {}
@@ -351,7 +352,9 @@ def markdown_table(records: list[dict], labels: list[str], proposed: str | None 
             if label == best_base:
                 text = f"<u>{text}</u>"
             cells.append(text)
-        if proposed in means and best_base is not None:
+        if not compared:
+            pass
+        elif proposed in means and best_base is not None:
             improvement = (means[proposed] - means[best_base]) / means[best_base] * 100
             cells.append(f"{improvement:+.2f}%")
             p = paired_p_value(
@@ -373,11 +376,13 @@ def markdown_table(records: list[dict], labels: list[str], proposed: str | None 
     speed = speed_note(records)
     if speed:
         notes.append(f"- Budget: {speed}.")
-    notes.append(
-        f"- mean ± std over seeds {seeds} (one seed: its value); Imp. = {proposed} over the best "
-        "baseline (underlined); p: two-sided paired t-test against that baseline over the seeds "
-        "both ran."
-    )
+    note = f"- mean ± std over seeds {seeds} (one seed: its value)"
+    if compared:
+        note += (
+            f"; Imp. = {proposed} over the best baseline (underlined); p: two-sided paired t-test "
+            "against that baseline over the seeds both ran"
+        )
+    notes.append(note + ".")
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
 

@@ -185,6 +185,16 @@ def test_table_proposed_is_the_first_hdccf_label_and_variants_are_not_baselines(
     assert row.split("|")[6].strip() == f"{(0.61 - 0.45) / 0.45 * 100:+.2f}%"
 
 
+def test_table_of_baselines_alone_has_no_improvement_column():
+    records = [_record("BPR", 1, 0.40), _record("NeuMF", 1, 0.45)]
+    table = benchmark.markdown_table(records, ["BPR", "NeuMF"])
+    header, rule, *rows = table.split("\n\n")[0].splitlines()
+    assert header == "| Metric | BPR | NeuMF |" and rule == "|---|---|---|"
+    assert all(row.count("|") == 4 for row in rows)
+    assert "Imp." not in table and "paired t-test" not in table
+    assert "- mean ± std over seeds [1] (one seed: its value)." in table
+
+
 def test_changed_settings_are_refused_and_report_only_merges(
     tiny_data_path, tmp_path, monkeypatch, capsys
 ):
