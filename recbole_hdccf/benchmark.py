@@ -352,16 +352,14 @@ def markdown_table(records: list[dict], labels: list[str], proposed: str | None 
             if label == best_base:
                 text = f"<u>{text}</u>"
             cells.append(text)
-        if not compared:
-            pass
-        elif proposed in means and best_base is not None:
+        if compared and proposed in means and best_base is not None:
             improvement = (means[proposed] - means[best_base]) / means[best_base] * 100
             cells.append(f"{improvement:+.2f}%")
             p = paired_p_value(
                 *_paired(summary[proposed], summary[best_base], metric),
             )
             cells.append("n/a" if p is None else f"{p:.3g}")
-        else:
+        elif compared:
             cells += ["–", "–"]
         lines.append("| " + " | ".join(cells) + " |")
     notes = []

@@ -2,6 +2,7 @@
 # Builds .devkit/ (git-ignored, carried to a lent GPU machine): wheels the device image lacks for
 # Python 3.12, and ML-1M (gzipped; MovieLens data is never committed). Then, on the machine:
 #   bash benchmarks/device/run_device.sh 530    # ML-1M + ml-100k runs, 15 processes, one GPU
+#   bash benchmarks/device/run_device.sh 540 embedding   # other plans: its header
 #   bash benchmarks/device/speed_device.sh      # bench_speed on CUDA
 # The image has numpy 2 and scipy >= 1.18 (which needs numpy 2), so numpy stays at the image's;
 # stub/sitecustomize.py restores the three aliases RecBole 1.2.1's Config reads, and stub/ray

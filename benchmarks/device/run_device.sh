@@ -6,6 +6,8 @@
 #              and d = 128, run until early stopping or the budget, 8 processes
 #   lightgcn128 the same LightGCN at d = 128, seed 2020 alone (one process: no GPU time-slicing)
 # Usage (repo root): bash benchmarks/device/run_device.sh DEADLINE_S [PLAN]
+# RESERVE (default 110 s) is what each run keeps of its time for data loading and the test, the
+# rest is its train_time_budget; 45 s is enough for one ML-1M process alone on the machine.
 set -u
 DEADLINE=${1:-500}
 PLAN=${2:-sweep}
