@@ -324,9 +324,10 @@ def markdown_table(records: list[dict], labels: list[str], proposed: str | None 
     best in bold, best baseline underlined, the proposed model's improvement and p-value.
     Baselines are the labels of other models; HDCCF variants are shown but never a baseline."""
     proposed = proposed or default_proposed(labels)
-    compared = proposed in labels  # a table of baselines alone has nothing to improve on
     summary = summarize(records, labels)
     baselines = [lb for lb in labels if model_of(lb) != PROPOSED]
+    # baselines alone, or HDCCF variants alone, have no improvement to show
+    compared = proposed in labels and bool(baselines)
     header = ["Metric", *labels] + (["Imp.", "p (paired t, seeds)"] if compared else [])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for metric in METRICS:

@@ -185,11 +185,12 @@ def test_table_proposed_is_the_first_hdccf_label_and_variants_are_not_baselines(
     assert row.split("|")[6].strip() == f"{(0.61 - 0.45) / 0.45 * 100:+.2f}%"
 
 
-def test_table_of_baselines_alone_has_no_improvement_column():
-    records = [_record("BPR", 1, 0.40), _record("NeuMF", 1, 0.45)]
-    table = benchmark.markdown_table(records, ["BPR", "NeuMF"])
+@pytest.mark.parametrize("labels", [["BPR", "NeuMF"], ["HDCCF", "HDCCF[neighbor_num=4]"]])
+def test_table_without_a_proposed_model_and_a_baseline_has_no_improvement_column(labels):
+    records = [_record(labels[0], 1, 0.40), _record(labels[1], 1, 0.45)]
+    table = benchmark.markdown_table(records, labels)
     header, rule, *rows = table.split("\n\n")[0].splitlines()
-    assert header == "| Metric | BPR | NeuMF |" and rule == "|---|---|---|"
+    assert header == f"| Metric | {labels[0]} | {labels[1]} |" and rule == "|---|---|---|"
     assert all(row.count("|") == 4 for row in rows)
     assert "Imp." not in table and "paired t-test" not in table
     assert "- mean ± std over seeds [1] (one seed: its value)." in table
