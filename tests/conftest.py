@@ -14,6 +14,8 @@ train HDCCF on ml-100k in the default suite (about 150 s per epoch).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import io
 import logging
 import os
 import sys
@@ -175,6 +177,51 @@ def config_yaml(config: dict) -> str:
 def tiny_data_path(tmp_path_factory) -> Path:
     """A read-only folder with ``tiny/tiny.inter``; use as ``data_path`` with ``dataset='tiny'``."""
     return write_tiny_dataset(tmp_path_factory.mktemp("data"))
+
+
+# ----------------------------------------------------------------------------------- benchmark
+def write_benchmark_config(data_path: os.PathLike, folder: os.PathLike) -> Path:
+    """``folder/bench.yaml``: :func:`small_config` for benchmark runs (2 epochs, top-k 10 and 50;
+    the benchmark keeps each run's checkpoints in its own folder)."""
+    config = small_config(data_path, Path(folder) / "unused", epochs=2, topk=[10, 50])
+    config.pop("checkpoint_dir")
+    config_file = Path(folder) / "bench.yaml"
+    config_file.write_text(config_yaml(config), encoding="utf-8")
+    return config_file
+
+
+def benchmark_args(config_file: os.PathLike, out: os.PathLike, models: str, seeds="1,2"):
+    """The benchmark's arguments for ``models`` on the tiny dataset under ``config_file``."""
+    return [
+        "--dataset=tiny",
+        f"--models={models}",
+        "--protocol=none",
+        f"--config_files={config_file}",
+        f"--seed_list={seeds}",
+        f"--out={out}",
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class FinishedBenchmark:
+    out: Path  # the --out folder
+    config_file: Path  # its --config_files (resuming needs the same path)
+    printed: str  # what it printed while it ran
+
+
+@pytest.fixture(scope="session")
+def finished_benchmark(tiny_data_path, tmp_path_factory) -> FinishedBenchmark:
+    """One benchmark of BPR and HDCCF, seeds 1 and 2, run once for every test that reads one
+    (each run is a child process: about 10 s apiece here). Read only: copy ``out`` to change it."""
+    from recbole_hdccf import benchmark
+
+    folder = tmp_path_factory.mktemp("benchmark")
+    config_file = write_benchmark_config(tiny_data_path, folder)
+    printed = io.StringIO()
+    with restored_root_logger(), isolated(folder), contextlib.redirect_stdout(printed):
+        code = benchmark.main(benchmark_args(config_file, folder / "out", "BPR,HDCCF"))
+    assert code == 0, printed.getvalue()[-2000:]
+    return FinishedBenchmark(folder / "out", config_file, printed.getvalue())
 
 
 @pytest.fixture

@@ -5,37 +5,35 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
-from conftest import config_yaml, small_config
+from conftest import benchmark_args, write_benchmark_config
 
 from recbole_hdccf import benchmark
 
 
-def _args(tiny_data_path, tmp_path, out, models="HDCCF,BPR,HDCCF[tau=-1]"):
-    config = small_config(tiny_data_path, tmp_path / "unused", epochs=2, topk=[10, 50])
-    config.pop("checkpoint_dir")
-    config_file = tmp_path / "bench.yaml"
-    config_file.write_text(config_yaml(config), encoding="utf-8")
-    return [
-        "--dataset=tiny",
-        f"--models={models}",
-        "--protocol=none",
-        f"--config_files={config_file}",
-        "--seed_list=1,2",
-        f"--out={out}",
-    ]
+def _args(tiny_data_path, tmp_path, out, models):
+    """Benchmark arguments, with a fresh ``tmp_path/bench.yaml`` as the config file."""
+    return benchmark_args(write_benchmark_config(tiny_data_path, tmp_path), out, models)
 
 
-def test_benchmark_end_to_end_table_failures_and_resume(tiny_data_path, tmp_path, capsys):
+def test_benchmark_end_to_end_table_failures_and_resume(finished_benchmark, tmp_path, capsys):
+    # BPR and HDCCF, seeds 1 and 2, ran; a model that fails is added to a copy of that folder.
+    assert "[1/4] BPR seed=1: running" in finished_benchmark.printed
     out = tmp_path / "out"
-    assert benchmark.main(_args(tiny_data_path, tmp_path, out)) == 0
+    shutil.copytree(finished_benchmark.out, out)
+    models = "HDCCF,BPR,HDCCF[tau=-1]"
+    args = benchmark_args(finished_benchmark.config_file, out, models)
+    assert benchmark.main(args) == 0
     printed = capsys.readouterr().out
-    assert "[1/6] HDCCF seed=1: running" in printed
+    assert "[1/6] HDCCF seed=1: skipped, finished earlier" in printed
+    assert printed.count("skipped, finished earlier") == 4
+    assert "[3/6] HDCCF[tau=-1] seed=1: running" in printed
     assert "HDCCF[tau=-1] seed=1: FAILED" in printed
 
     records = json.loads((out / "runs.json").read_text())
@@ -77,10 +75,15 @@ def test_benchmark_end_to_end_table_failures_and_resume(tiny_data_path, tmp_path
     assert len(csv_lines) == 1 + 6
     assert "torch_threads,reference_seconds_before,reference_seconds_after" in csv_lines[0]
 
-    # Started again: every finished run is skipped, nothing is retrained.
-    assert benchmark.main(_args(tiny_data_path, tmp_path, out)) == 0
+    # Started again: every finished run, failed ones too, is skipped; nothing is retrained.
+    assert benchmark.main(args) == 0
     again = capsys.readouterr().out
     assert again.count("skipped, finished earlier") == 6 and "running" not in again
+    # --retry_failed runs the failed ones again, and only them.
+    assert benchmark.main(args + ["--retry_failed"]) == 0
+    retried = capsys.readouterr().out
+    assert retried.count("skipped, finished earlier (ok)") == 4
+    assert retried.count(": running") == 2 and retried.count(": FAILED") == 2
 
 
 def test_paired_p_value():
@@ -119,7 +122,7 @@ def test_parse_models_with_settings():
 def test_interrupted_benchmark_resumes(tiny_data_path, tmp_path, subprocess_env):
     out = tmp_path / "out"
     command = [sys.executable, "-m", "recbole_hdccf.benchmark"]
-    args = _args(tiny_data_path, tmp_path, out, models="BPR,HDCCF")
+    args = _args(tiny_data_path, tmp_path, out, models="BPR")  # seeds 1 and 2
     process = subprocess.Popen(
         command + args, env=subprocess_env, stdout=subprocess.DEVNULL, start_new_session=True
     )
@@ -131,7 +134,7 @@ def test_interrupted_benchmark_resumes(tiny_data_path, tmp_path, subprocess_env)
     os.killpg(process.pid, signal.SIGKILL)  # the parent and the run in progress
     process.wait()
     done_before = {p.name for p in (out / "runs").glob("*.json")}
-    assert len(done_before) < 4
+    assert len(done_before) < 2  # killed while seed 2 ran
 
     result = subprocess.run(
         command + args, env=subprocess_env, capture_output=True, text=True, timeout=600
@@ -143,8 +146,6 @@ def test_interrupted_benchmark_resumes(tiny_data_path, tmp_path, subprocess_env)
     assert sorted((r["label"], r["seed"]) for r in records if r["status"] == "ok") == [
         ("BPR", 1),
         ("BPR", 2),
-        ("HDCCF", 1),
-        ("HDCCF", 2),
     ]
 
 

@@ -9,9 +9,9 @@ import json
 
 import pytest
 import yaml
-from conftest import config_yaml, small_config
+from conftest import config_yaml
 
-from recbole_hdccf import benchmark, retest
+from recbole_hdccf import retest
 
 
 def _protocol(tmp_path, name, mode="full", split=None, **more):
@@ -28,25 +28,11 @@ def _protocol(tmp_path, name, mode="full", split=None, **more):
     return path
 
 
-@pytest.fixture(scope="module")
-def finished_runs(tiny_data_path, tmp_path_factory):
-    """A benchmark folder with BPR and HDCCF, seeds 1 and 2, trained under full ranking."""
-    tmp_path = tmp_path_factory.mktemp("retest")
-    config = small_config(tiny_data_path, tmp_path / "unused", epochs=2, topk=[10, 50])
-    config.pop("checkpoint_dir")
-    config_file = tmp_path / "bench.yaml"
-    config_file.write_text(config_yaml(config), encoding="utf-8")
-    out = tmp_path / "out"
-    args = [
-        "--dataset=tiny",
-        "--models=BPR,HDCCF",
-        "--protocol=none",
-        f"--config_files={config_file}",
-        "--seed_list=1,2",
-        f"--out={out}",
-    ]
-    assert benchmark.main(args) == 0
-    return out, config_file
+@pytest.fixture
+def finished_runs(finished_benchmark):
+    """The shared benchmark folder (BPR and HDCCF, seeds 1 and 2, trained under full ranking)
+    and its config file."""
+    return finished_benchmark.out, finished_benchmark.config_file
 
 
 def _records(folder):
