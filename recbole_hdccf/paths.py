@@ -16,7 +16,8 @@ def properties_dir() -> Path:
 
 
 def protocol_file(name: str) -> Path:
-    """The preset ``properties/protocol/<name>.yaml`` (``paper``, ``full``, ``recbole-benchmark``)."""
+    """The preset ``properties/protocol/<name>.yaml`` (``paper``, ``paper-random``, ``full``,
+    ``recbole-benchmark``)."""
     path = properties_dir() / "protocol" / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in (properties_dir() / "protocol").glob("*.yaml"))

@@ -105,6 +105,16 @@ def _state_equal(a, b) -> bool:
             "[5,inf)",
         ),
         (
+            "paper-random",
+            {"LS": "valid_and_test"},
+            "RO",
+            "uni99",
+            ["Hit", "NDCG"],
+            [10, 50],
+            "NDCG@10",
+            "[5,inf)",
+        ),
+        (
             "full",
             {"LS": "valid_and_test"},
             "TO",
@@ -138,6 +148,32 @@ def test_preset_resolves(
     assert config["topk"] == topk
     assert config["valid_metric"] == valid_metric
     assert config["item_inter_num_interval"] == item_filter
+
+
+def _held_out_times(data_path, protocol, seed):
+    """user token -> (validation item's timestamp, test item's timestamp) under ``protocol``."""
+    _, _train, valid, test = _loaders(data_path, protocol=protocol, seed=seed)
+    times = []
+    for loader in (valid, test):
+        dataset = loader._dataset
+        users = dataset.id2token(dataset.uid_field, dataset.inter_feat[dataset.uid_field].numpy())
+        assert len(set(users)) == len(users) == N_USERS  # one held-out item per user
+        times.append(dict(zip(users, dataset.inter_feat[dataset.time_field].numpy(), strict=True)))
+    return {user: (times[0][user], times[1][user]) for user in times[1]}
+
+
+def test_paper_random_holds_out_random_interactions_that_follow_the_seed(data_path):
+    latest = PER_USER - 1  # the synthetic timestamps are 0..14 per user
+    by_time = _held_out_times(data_path, "paper", seed=1)
+    assert set(by_time.values()) == {(latest - 1, latest)}
+
+    at_random = _held_out_times(data_path, "paper-random", seed=1)
+    assert all(valid != test for valid, test in at_random.values())
+    tests = [test for _, test in at_random.values()]
+    # Uniform draws: about 1 user in 15 has their latest interaction held out for test.
+    assert sum(t == latest for t in tests) < N_USERS / 4 and len(set(tests)) > PER_USER / 2
+    assert _held_out_times(data_path, "paper-random", seed=1) == at_random
+    assert _held_out_times(data_path, "paper-random", seed=2) != at_random
 
 
 def test_unknown_preset_names_the_known_ones():
