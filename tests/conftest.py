@@ -212,7 +212,8 @@ class FinishedBenchmark:
 @pytest.fixture(scope="session")
 def finished_benchmark(tiny_data_path, tmp_path_factory) -> FinishedBenchmark:
     """One benchmark of BPR and HDCCF, seeds 1 and 2, run once for every test that reads one
-    (each run is a child process: about 10 s apiece here). Read only: copy ``out`` to change it."""
+    (each run is a child process: about 10 s apiece here). Read only: copy ``out`` to change it;
+    a test that edits ``config_file`` (a retest's edited-settings check) restores it in a finally."""
     from recbole_hdccf import benchmark
 
     folder = tmp_path_factory.mktemp("benchmark")
