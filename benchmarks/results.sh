@@ -5,9 +5,13 @@
 #
 #   bash benchmarks/results.sh [STEP ...]     (from the repository root)
 #
-# STEP: paper | retest | variants | full | ablation | sensitivity | modulation | plots | tune | tuned
+# STEP: paper | retest | random | variants | full | ablation | sensitivity | modulation | plots |
+#       tune | tuned
 #       (default: all, in that order; retest: the paper runs' best checkpoints tested under full
-#       ranking without training again, into $OUT/paper/retest-full; variants: the published
+#       ranking without training again, into $OUT/paper/retest-full; random: the unmodulated
+#       published configuration and the baselines held out at random (--protocol=paper-random,
+#       the other reading of the paper's "leave one out"), into $OUT/paper-random, then tested
+#       under full ranking on that split; variants: the published
 #       HDCCF configuration without its modulation and with the debiased loss, tabled with the
 #       paper step's HDCCF runs, and the paper's ablation and P (Fig. 4) over it, unmodulated,
 #       P into $OUT/variants-p; ablation,
@@ -115,12 +119,21 @@ preset() {  # @ablation -> its labels, one per line
 
 main() {
     local step steps=("$@")
-    [ ${#steps[@]} -gt 0 ] || steps=(paper retest variants full ablation sensitivity modulation plots)
+    [ ${#steps[@]} -gt 0 ] || steps=(paper retest random variants full ablation sensitivity modulation plots)
     for step in "${steps[@]}"; do
         echo "== $step ($(date))"
         case $step in
             paper | full) in_parallel "$OUT/$step" "$step" "$PROPOSED" "${BASELINES[@]}" ;;
             retest) "$PYTHON" -m recbole_hdccf.retest --runs="$OUT/paper" --protocol=full ;;
+            random)
+                in_parallel "$OUT/paper-random" paper-random "$UNMODULATED]" "${BASELINES[@]}"
+                # full ranking on the same random split: the preset with every item a candidate
+                mkdir -p "$OUT/paper-random"
+                sed 's/mode: uni99.*/mode: full/' "$ROOT/properties/protocol/paper-random.yaml" \
+                    > "$OUT/paper-random/full-random.yaml"
+                "$PYTHON" -m recbole_hdccf.retest --runs="$OUT/paper-random" \
+                    --protocol="$OUT/paper-random/full-random.yaml"
+                ;;
             variants)
                 in_parallel "$OUT/variants" paper "${VARIANTS[@]}"
                 if [ -f "$OUT/paper/runs.json" ]; then  # the published configuration itself
@@ -162,7 +175,7 @@ main() {
                 "$PYTHON" -m recbole_hdccf.plots sensitivity --results="$OUT/variants-p"
                 "$PYTHON" -m recbole_hdccf.plots scores --results="$OUT/modulation"
                 ;;
-            *) echo "unknown step $step: use paper, retest, variants, full, ablation, sensitivity, modulation, plots, tune or tuned" >&2
+            *) echo "unknown step $step: use paper, retest, random, variants, full, ablation, sensitivity, modulation, plots, tune or tuned" >&2
                exit 2 ;;
         esac
     done

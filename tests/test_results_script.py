@@ -118,6 +118,33 @@ def test_retest_tests_the_paper_runs_under_full_ranking(tmp_path):
     assert calls == [f"-m recbole_hdccf.retest --runs={tmp_path}/out/paper --protocol=full"]
 
 
+def test_random_step_runs_the_table_held_out_at_random_then_full_ranking_on_that_split(tmp_path):
+    calls = _run(tmp_path, "random", BASELINES="BPR NeuMF[learning_rate=0.0005]")
+    out = f"{tmp_path}/out/paper-random"
+    runs = [c for c in calls if "recbole_hdccf.benchmark" in c and "--report_only" not in c]
+    unmodulated = "HDCCF[ui_negatives=items;debias=False;stopping_step=5;ablation=unmodulated]"
+    assert sorted(c.split("--models=")[1] for c in runs) == [
+        "BPR",
+        unmodulated,
+        "NeuMF[learning_rate=0.0005]",
+    ]
+    benchmarks = [c for c in calls if "recbole_hdccf.benchmark" in c]
+    assert all("--protocol=paper-random" in c and f"--out={out}" in c for c in benchmarks)
+    full = Path(out) / "full-random.yaml"
+    assert calls[-1] == f"-m recbole_hdccf.retest --runs={out} --protocol={full}"
+    preset = (ROOT / "properties" / "protocol" / "paper-random.yaml").read_text(encoding="utf-8")
+    # the same split and candidates' file with one change: every item a candidate
+    assert "mode: uni99" in preset and "mode: full" in full.read_text(encoding="utf-8")
+    changed = [
+        (a, b)
+        for a, b in zip(
+            preset.splitlines(), full.read_text(encoding="utf-8").splitlines(), strict=True
+        )
+        if a != b
+    ]
+    assert len(changed) == 1 and changed[0][1].strip() == "mode: full"
+
+
 def test_variants_step_runs_the_published_configurations_variants_and_tables_them_with_it(
     tmp_path,
 ):
