@@ -535,10 +535,16 @@ def settings_changes(spec: RunSpec, base: dict, request_file: Path) -> list[str]
     before = effective_settings(RunSpec(**stored["spec"]), stored["base"])
     now = json.loads(json.dumps(effective_settings(spec, base)))  # tuples -> lists, as stored
     changes = []
-    for key in ("dataset", "config_files"):
-        if before[key] != now[key]:
-            changes.append(f"{key}: {before[key]} -> {now[key]}")
-    if before["file_contents"] is not None and before["file_contents"] != now["file_contents"]:
+    if before["dataset"] != now["dataset"]:
+        changes.append(f"dataset: {before['dataset']} -> {now['dataset']}")
+    # With their contents known, files are compared by what they hold, not where they lie: a
+    # preset named by its path, or a copy, is the same protocol.
+    contents_known = before["file_contents"] is not None
+    same_contents = before["file_contents"] == now["file_contents"]
+    if before["config_files"] != now["config_files"]:
+        if not (contents_known and same_contents):
+            changes.append(f"config_files: {before['config_files']} -> {now['config_files']}")
+    elif contents_known and not same_contents:
         edited = [
             f
             for f, old, new in zip(
@@ -559,7 +565,11 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--data_path", default=None)
     parser.add_argument("--models", default="HDCCF,BPR,NeuMF,ENMF,LightGCN,SimpleX")
-    parser.add_argument("--protocol", default="paper", help="preset in properties/protocol")
+    parser.add_argument(
+        "--protocol",
+        default="paper",
+        help="preset in properties/protocol, or a yaml file; none for --config_files alone",
+    )
     parser.add_argument("--config_files", default=None, help="yaml files for every model")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 2020, 2021, ...")
     parser.add_argument("--seed_list", default=None, help="explicit seeds, e.g. 1,2,3")

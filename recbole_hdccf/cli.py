@@ -46,7 +46,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--protocol",
         type=str,
         default=None,
-        help="evaluation preset from properties/protocol: paper, paper-random, full, recbole-benchmark",
+        help="evaluation preset from properties/protocol (paper, paper-random, full, "
+        "recbole-benchmark) or a yaml file's path",
     )
 
 

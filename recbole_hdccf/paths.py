@@ -16,10 +16,18 @@ def properties_dir() -> Path:
 
 
 def protocol_file(name: str) -> Path:
-    """The preset ``properties/protocol/<name>.yaml`` (``paper``, ``paper-random``, ``full``,
-    ``recbole-benchmark``)."""
+    """A protocol's yaml: a preset name (``paper``, ``paper-random``, ``full``,
+    ``recbole-benchmark``) -> ``properties/protocol/<name>.yaml``; a path ending in ``.yaml`` or
+    ``.yml`` -> that file, absolute (runs may start in another folder)."""
+    given = Path(name)
+    if given.suffix in (".yaml", ".yml"):
+        if not given.is_file():
+            raise ValueError(f"protocol file {name!r} does not exist; give a yaml file or a preset")
+        return given.resolve()
     path = properties_dir() / "protocol" / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in (properties_dir() / "protocol").glob("*.yaml"))
-        raise ValueError(f"unknown protocol preset {name!r}; choose one of {known}")
+        raise ValueError(
+            f"unknown protocol preset {name!r}; choose one of {known}, or give a yaml file's path"
+        )
     return path

@@ -41,6 +41,7 @@ from recbole_hdccf.benchmark import (
     parse_models,
     write_outputs,
 )
+from recbole_hdccf.paths import protocol_file
 
 # Settings a protocol may change: how a trained model is evaluated. ``eval_args`` only in its
 # ``mode`` (the split, order and grouping decide the training data).
@@ -66,18 +67,6 @@ LENGTH_KEYS = frozenset({"epochs", "stopping_step", "train_time_budget"})
 
 class RetestError(ValueError):
     """A run that cannot be tested under the requested protocol, with the reason."""
-
-
-def protocol_path(protocol: str) -> Path:
-    """``full`` -> ``properties/protocol/full.yaml``; a path to a yaml file -> that file."""
-    from recbole_hdccf.paths import protocol_file
-
-    path = Path(protocol)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise RetestError(f"--protocol={protocol}: no such file")
-        return path.resolve()
-    return protocol_file(protocol)
 
 
 def training_changes(before: dict, after: dict, keys=None) -> list[str]:
@@ -213,7 +202,7 @@ def main(argv=None) -> int:
 
     runs = Path(args.runs).resolve()
     try:
-        protocol = protocol_path(args.protocol)
+        protocol = protocol_file(args.protocol)
         if not (runs / "runs").is_dir():
             raise RetestError(f"--runs={args.runs}: no runs/ folder; give a benchmark --out folder")
     except ValueError as error:

@@ -226,6 +226,29 @@ def test_changed_settings_are_refused_and_report_only_merges(
     assert f"config file edited since the run: {config_file}" in capsys.readouterr().err
     _args(tiny_data_path, tmp_path, "out", models="BPR")  # writes the original file back
 
+    # A protocol is a yaml file by content: the same file given as --protocol, or a copy of it
+    # elsewhere, is the same run; a copy that differs is not.
+    def with_protocol(protocol):
+        return [
+            f"--protocol={protocol}" if a == "--protocol=none" else a
+            for a in args
+            if not a.startswith("--config_files")
+        ]
+
+    assert benchmark.main(with_protocol(config_file)) == 0
+    assert "skipped, finished earlier" in capsys.readouterr().out
+    copy = tmp_path / "copy" / "protocol.yml"
+    copy.parent.mkdir()
+    copy.write_text(original)
+    assert benchmark.main(with_protocol(copy)) == 0
+    assert "skipped, finished earlier" in capsys.readouterr().out
+    copy.write_text(original + "learning_rate: 0.5\n")
+    assert benchmark.main(with_protocol(copy)) == 2
+    error = capsys.readouterr().err
+    assert f"config_files: ['{config_file}', " in error and f"-> ['{copy}', " in error
+    assert benchmark.main(with_protocol("copy/missing.yaml")) == 2
+    assert "protocol file 'copy/missing.yaml' does not exist" in capsys.readouterr().err
+
     # --report_only runs nothing: it lists what is missing and tables what finished.
     report = _args(tiny_data_path, tmp_path, "out", models="BPR,HDCCF") + ["--report_only"]
     assert benchmark.main(report) == 0

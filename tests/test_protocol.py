@@ -181,6 +181,16 @@ def test_unknown_preset_names_the_known_ones():
         protocol_file("papr")
 
 
+def test_a_protocol_may_be_a_yaml_file_given_by_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.yml").write_text("eval_args:\n  mode: full\n")
+    assert protocol_file("mine.yml") == tmp_path / "mine.yml"  # absolute: runs start elsewhere
+    assert protocol_file(str(tmp_path / "mine.yml")).is_absolute()
+    with pytest.raises(ValueError, match="'other.yaml' does not exist"):
+        protocol_file("other.yaml")
+    assert protocol_file("full") == protocol_file(str(protocol_file("full")))
+
+
 @pytest.mark.parametrize("name", ["yelp", "gowalla"])
 def test_dataset_yaml_is_loaded_by_name(name):
     config = Config(model="BPR", dataset=name)
