@@ -14,7 +14,8 @@ Each (model, seed) runs in its own process, in ``OUT/runs/<run>/``; its result i
 skips the runs that finished, and refuses to reuse one that ran with other settings.
 ``OUT/table.md``, ``OUT/runs.csv`` and ``OUT/runs.json`` are rewritten after every run;
 ``--report_only`` rewrites them from the finished runs without running anything (to merge runs
-that several benchmark processes wrote into one folder); with ``--merge_runs=OTHER/runs.csv`` (or
+that several benchmark processes wrote into one folder; runs made with other settings are kept
+as they ran, with one warning per distinct change); with ``--merge_runs=OTHER/runs.csv`` (or
 ``runs.json``) it also takes, for a run missing from ``OUT``, the record another benchmark wrote.
 
 ``--threads=N`` gives every run N torch threads. Each record keeps ``torch_threads`` and the
@@ -641,10 +642,22 @@ def main(argv=None) -> int:
         if (out / "runs" / f"{spec.key}.json").exists()
         and (changes := settings_changes(spec, base, out / "runs" / spec.key / "request.json"))
     }
+    # One line per distinct change: a report over runs made with `--set epochs=N` would
+    # otherwise repeat the same line for every run.
+    runs_by_changes: dict[tuple[str, ...], list[str]] = {}
     for key, changes in changed.items():
+        runs_by_changes.setdefault(tuple(changes), []).append(key)
+    for changes, keys in runs_by_changes.items():
+        runs = f"run {keys[0]}" if len(keys) == 1 else f"{len(keys)} runs ({', '.join(keys)})"
         print(
-            f"{'warning' if args.report_only else 'error'}: run {key} in {out} finished with other "
+            f"{'warning' if args.report_only else 'error'}: {runs} in {out} finished with other "
             f"settings ({'; '.join(changes)})",
+            file=sys.stderr,
+        )
+    if changed and args.report_only:
+        print(
+            "warning: the table reports these runs as they ran (give the settings they ran "
+            "with to silence this)",
             file=sys.stderr,
         )
     if changed and not args.report_only:

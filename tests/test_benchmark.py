@@ -86,6 +86,33 @@ def test_benchmark_end_to_end_table_failures_and_resume(finished_benchmark, tmp_
     assert retried.count(": running") == 2 and retried.count(": FAILED") == 2
 
 
+def test_report_only_over_changed_settings_warns_once_per_change(
+    finished_benchmark, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    shutil.copytree(finished_benchmark.out, out)
+    args = benchmark_args(finished_benchmark.config_file, out, "BPR,HDCCF")
+    # A report with a setting the runs did not have: not refused (nothing runs), but said once
+    # for the four runs that share the change, and the table keeps them as they ran.
+    assert benchmark.main(args + ["--report_only", "--set", "learning_rate=0.5"]) == 0
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if "finished with other settings" in line]
+    assert len(warnings) == 1, err
+    assert warnings[0].startswith("warning: 4 runs (") and "BPR-seed2" in warnings[0]
+    assert warnings[0].endswith("(learning_rate: <unset> -> 0.5)")
+    assert "reports these runs as they ran" in err
+    records = json.loads((out / "runs.json").read_text())
+    assert len(records) == 4 and all(r["status"] == "ok" for r in records)
+    # Without --report_only the same settings are refused, with the same one line.
+    assert benchmark.main(args + ["--set", "learning_rate=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("finished with other settings") == 1 and "error: 4 runs (" in err
+    assert "new --out" in err and "reports these runs" not in err
+    # The settings they ran with: no warning.
+    assert benchmark.main(args + ["--report_only"]) == 0
+    assert "other settings" not in capsys.readouterr().err
+
+
 def test_paired_p_value():
     assert benchmark.paired_p_value([0.5], [0.4]) is None
     p = benchmark.paired_p_value([0.50, 0.52, 0.51], [0.40, 0.43, 0.41])
