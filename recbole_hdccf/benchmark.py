@@ -660,7 +660,7 @@ def main(argv=None) -> int:
             "with to silence this)",
             file=sys.stderr,
         )
-    if changed and not args.report_only:
+    elif changed:
         print(
             "error: give these settings a new --out, or delete OUT/runs/<run>.json to rerun them",
             file=sys.stderr,
