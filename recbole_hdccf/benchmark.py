@@ -636,17 +636,14 @@ def main(argv=None) -> int:
         return 2
     out = Path(args.out).resolve()  # each run's process starts in its own folder
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    changed = {
-        spec.key: changes
-        for spec in specs
-        if (out / "runs" / f"{spec.key}.json").exists()
-        and (changes := settings_changes(spec, base, out / "runs" / spec.key / "request.json"))
-    }
-    # One line per distinct change: a report over runs made with `--set epochs=N` would
-    # otherwise repeat the same line for every run.
+    # Runs that finished with other settings, one entry per distinct change: a report over runs
+    # made with `--set epochs=N` would otherwise repeat the same line for every run.
     runs_by_changes: dict[tuple[str, ...], list[str]] = {}
-    for key, changes in changed.items():
-        runs_by_changes.setdefault(tuple(changes), []).append(key)
+    for spec in specs:
+        if (out / "runs" / f"{spec.key}.json").exists() and (
+            changes := settings_changes(spec, base, out / "runs" / spec.key / "request.json")
+        ):
+            runs_by_changes.setdefault(tuple(changes), []).append(spec.key)
     for changes, keys in runs_by_changes.items():
         runs = f"run {keys[0]}" if len(keys) == 1 else f"{len(keys)} runs ({', '.join(keys)})"
         print(
@@ -654,13 +651,13 @@ def main(argv=None) -> int:
             f"settings ({'; '.join(changes)})",
             file=sys.stderr,
         )
-    if changed and args.report_only:
+    if runs_by_changes and args.report_only:
         print(
             "warning: the table reports these runs as they ran (give the settings they ran "
             "with to silence this)",
             file=sys.stderr,
         )
-    elif changed:
+    elif runs_by_changes:
         print(
             "error: give these settings a new --out, or delete OUT/runs/<run>.json to rerun them",
             file=sys.stderr,
