@@ -10,8 +10,9 @@
 #       (default: all, in that order; retest: the paper runs' best checkpoints tested under full
 #       ranking without training again, into $OUT/paper/retest-full; random: the unmodulated
 #       published configuration and the baselines held out at random (--protocol=paper-random,
-#       the other reading of the paper's "leave one out"), into $OUT/paper-random, then tested
-#       under full ranking on that split; variants: the published
+#       the other reading of the paper's "leave one out"), into $OUT/paper-random, each model
+#       at the epoch count of docs/results.md's runs at random, then tested under full ranking
+#       on that split; variants: the published
 #       HDCCF configuration without its modulation and with the debiased loss, tabled with the
 #       paper step's HDCCF runs, and the paper's ablation and P (Fig. 4) over it, unmodulated,
 #       P into $OUT/variants-p; ablation,
@@ -90,11 +91,27 @@ bench() {  # folder protocol models [more args]
 }
 export -f bench
 
+# The random step's epoch caps: the counts of docs/results.md's runs at random, which fixed them
+# so that a run does not depend on the day's machine speed (LightGCN and SimpleX: the main
+# table's longest run; early stopping ends the others sooner). BUDGET still applies.
+random_epochs() {  # label -> its model's cap, or nothing
+    case ${1%%\[*} in
+        HDCCF) echo 30 ;; BPR) echo 150 ;; NeuMF) echo 40 ;; ENMF) echo 300 ;;
+        LightGCN) echo 18 ;; SimpleX) echo 28 ;;
+    esac
+}
+bench_random() {  # as bench, with the label's epoch cap
+    local epochs
+    epochs=$(random_epochs "$3")
+    bench "$@" ${epochs:+--set "epochs=$epochs"}
+}
+export -f random_epochs bench_random
+
 in_parallel() {  # folder protocol label...: one benchmark process per label, JOBS at a time
-    local out=$1 protocol=$2
+    local out=$1 protocol=$2  # RUNNER: the function that runs one label (default bench)
     shift 2
-    printf '%s\n' "$@" | xargs -P "$JOBS" -I{} bash -c 'bench "$0" "$1" "$2" > /dev/null' \
-        "$out" "$protocol" {} || echo "some runs failed: see $out/table.md"
+    printf '%s\n' "$@" | xargs -P "$JOBS" -I{} bash -c '"$3" "$0" "$1" "$2" > /dev/null' \
+        "$out" "$protocol" {} "${RUNNER:-bench}" || echo "some runs failed: see $out/table.md"
     # Every process rewrote the table with its own runs; this one tables them all.
     bench "$out" "$protocol" "$(IFS=,; echo "$*")" --report_only
 }
@@ -126,7 +143,8 @@ main() {
             paper | full) in_parallel "$OUT/$step" "$step" "$PROPOSED" "${BASELINES[@]}" ;;
             retest) "$PYTHON" -m recbole_hdccf.retest --runs="$OUT/paper" --protocol=full ;;
             random)
-                in_parallel "$OUT/paper-random" paper-random "$UNMODULATED]" "${BASELINES[@]}"
+                RUNNER=bench_random in_parallel "$OUT/paper-random" paper-random \
+                    "$UNMODULATED]" "${BASELINES[@]}"
                 # full ranking on the same random split: the preset with every item a candidate
                 mkdir -p "$OUT/paper-random"
                 sed 's/mode: uni99.*/mode: full/' "$ROOT/properties/protocol/paper-random.yaml" \

@@ -119,15 +119,20 @@ def test_retest_tests_the_paper_runs_under_full_ranking(tmp_path):
 
 
 def test_random_step_runs_the_table_held_out_at_random_then_full_ranking_on_that_split(tmp_path):
-    calls = _run(tmp_path, "random", BASELINES="BPR NeuMF[learning_rate=0.0005]")
+    calls = _run(tmp_path, "random", BASELINES="BPR NeuMF[learning_rate=0.0005] ItemKNN")
     out = f"{tmp_path}/out/paper-random"
     runs = [c for c in calls if "recbole_hdccf.benchmark" in c and "--report_only" not in c]
     unmodulated = "HDCCF[ui_negatives=items;debias=False;stopping_step=5;ablation=unmodulated]"
-    assert sorted(c.split("--models=")[1] for c in runs) == [
-        "BPR",
-        unmodulated,
-        "NeuMF[learning_rate=0.0005]",
+    # each model capped at the epochs its documented run at random had; a model without a
+    # documented run gets none; the budget applies to all
+    label_and_cap = sorted(c.split("--models=")[1].partition(" --set ")[::2] for c in runs)
+    assert label_and_cap == [
+        ("BPR", "epochs=150"),
+        (unmodulated, "epochs=30"),
+        ("ItemKNN", ""),
+        ("NeuMF[learning_rate=0.0005]", "epochs=40"),
     ]
+    assert all("--set train_time_budget=3300" in c for c in runs)
     benchmarks = [c for c in calls if "recbole_hdccf.benchmark" in c]
     assert all("--protocol=paper-random" in c and f"--out={out}" in c for c in benchmarks)
     full = Path(out) / "full-random.yaml"
