@@ -5,14 +5,15 @@
 #
 #   bash benchmarks/results.sh [STEP ...]     (from the repository root)
 #
-# STEP: paper | retest | random | variants | full | ablation | sensitivity | modulation | plots |
-#       tune | tuned
+# STEP: paper | retest | random | d128 | variants | full | ablation | sensitivity | modulation |
+#       plots | tune | tuned
 #       (default: all, in that order; retest: the paper runs' best checkpoints tested under full
 #       ranking without training again, into $OUT/paper/retest-full; random: the unmodulated
 #       published configuration and the baselines held out at random (--protocol=paper-random,
 #       the other reading of the paper's "leave one out"), into $OUT/paper-random, each model
 #       at the epoch count of docs/results.md's runs at random, then tested under full ranking
-#       on that split; variants: the published
+#       on that split; d128: the random step's models at embedding size 128 on the paper
+#       protocol, into $OUT/d128, then tested under full ranking; variants: the published
 #       HDCCF configuration without its modulation and with the debiased loss, tabled with the
 #       paper step's HDCCF runs, and the paper's ablation and P (Fig. 4) over it, unmodulated,
 #       P into $OUT/variants-p; ablation,
@@ -91,21 +92,28 @@ bench() {  # folder protocol models [more args]
 }
 export -f bench
 
-# The random step's epoch caps: the counts of docs/results.md's runs at random, which fixed them
-# so that a run does not depend on the day's machine speed (LightGCN and SimpleX: the main
-# table's longest run; early stopping ends the others sooner). BUDGET still applies.
-random_epochs() {  # label -> its model's cap, or nothing
-    case ${1%%\[*} in
-        HDCCF) echo 30 ;; BPR) echo 150 ;; NeuMF) echo 40 ;; ENMF) echo 300 ;;
-        LightGCN) echo 18 ;; SimpleX) echo 28 ;;
+# What stopped each model's runs in docs/results.md, for the steps whose runs it fixed per model:
+# an epoch count (so that a run does not depend on the day's machine speed; LightGCN and SimpleX
+# get the main table's longest run, early stopping ends the others sooner) or a budget of their
+# own. BUDGET still applies where a step gives only epochs.
+limits() {  # step label -> one key=value for --set, or nothing
+    case "$1:${2%%\[*}" in
+        random:HDCCF) echo epochs=30 ;; random:BPR) echo epochs=150 ;; random:ENMF) echo epochs=300 ;;
+        random:NeuMF | d128:NeuMF) echo epochs=40 ;;
+        random:LightGCN | d128:LightGCN) echo epochs=18 ;;
+        random:SimpleX | d128:SimpleX) echo epochs=28 ;;
+        d128:HDCCF | d128:BPR) echo train_time_budget=1800 ;; d128:ENMF) echo train_time_budget=3300 ;;
     esac
 }
-bench_random() {  # as bench, with the label's epoch cap
-    local epochs
-    epochs=$(random_epochs "$3")
-    bench "$@" ${epochs:+--set "epochs=$epochs"}
+bench_random() { local l; l=$(limits random "$3"); bench "$@" ${l:+--set "$l"}; }
+bench_d128() { local l; l=$(limits d128 "$3"); bench "$@" ${l:+--set "$l"}; }
+export -f limits bench_random bench_d128
+
+d128_label() {  # label -> the same at embedding size 128 (NeuMF has two sizes)
+    local size=embedding_size=128
+    [ "${1%%\[*}" = NeuMF ] && size="mf_embedding_size=128;mlp_embedding_size=128"
+    case $1 in *]) echo "${1%]};$size]" ;; *) echo "$1[$size]" ;; esac
 }
-export -f random_epochs bench_random
 
 in_parallel() {  # folder protocol label...: one benchmark process per label, JOBS at a time
     local out=$1 protocol=$2  # RUNNER: the function that runs one label (default bench)
@@ -136,7 +144,7 @@ preset() {  # @ablation -> its labels, one per line
 
 main() {
     local step steps=("$@")
-    [ ${#steps[@]} -gt 0 ] || steps=(paper retest random variants full ablation sensitivity modulation plots)
+    [ ${#steps[@]} -gt 0 ] || steps=(paper retest random d128 variants full ablation sensitivity modulation plots)
     for step in "${steps[@]}"; do
         echo "== $step ($(date))"
         case $step in
@@ -151,6 +159,11 @@ main() {
                     > "$OUT/paper-random/full-random.yaml"
                 "$PYTHON" -m recbole_hdccf.retest --runs="$OUT/paper-random" \
                     --protocol="$OUT/paper-random/full-random.yaml"
+                ;;
+            d128)
+                mapfile -t labels < <(for label in "$UNMODULATED]" "${BASELINES[@]}"; do d128_label "$label"; done)
+                RUNNER=bench_d128 in_parallel "$OUT/d128" paper "${labels[@]}"
+                "$PYTHON" -m recbole_hdccf.retest --runs="$OUT/d128" --protocol=full
                 ;;
             variants)
                 in_parallel "$OUT/variants" paper "${VARIANTS[@]}"
@@ -193,7 +206,7 @@ main() {
                 "$PYTHON" -m recbole_hdccf.plots sensitivity --results="$OUT/variants-p"
                 "$PYTHON" -m recbole_hdccf.plots scores --results="$OUT/modulation"
                 ;;
-            *) echo "unknown step $step: use paper, retest, random, variants, full, ablation, sensitivity, modulation, plots, tune or tuned" >&2
+            *) echo "unknown step $step: use paper, retest, random, d128, variants, full, ablation, sensitivity, modulation, plots, tune or tuned" >&2
                exit 2 ;;
         esac
     done

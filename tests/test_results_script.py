@@ -150,6 +150,27 @@ def test_random_step_runs_the_table_held_out_at_random_then_full_ranking_on_that
     assert len(changed) == 1 and changed[0][1].strip() == "mode: full"
 
 
+def test_d128_step_runs_every_model_at_embedding_size_128_with_its_documented_limit(tmp_path):
+    calls = _run(
+        tmp_path, "d128", BASELINES="BPR NeuMF[learning_rate=0.0005] LightGCN[learning_rate=0.01]"
+    )
+    out = f"{tmp_path}/out/d128"
+    runs = [c for c in calls if "recbole_hdccf.benchmark" in c and "--report_only" not in c]
+    unmodulated = "HDCCF[ui_negatives=items;debias=False;stopping_step=5;ablation=unmodulated"
+    # NeuMF's two sizes; a budget of its own overrides BUDGET, an epoch count keeps it
+    label_and_limit = sorted(c.split("--models=")[1].partition(" --set ")[::2] for c in runs)
+    assert label_and_limit == [
+        ("BPR[embedding_size=128]", "train_time_budget=1800"),
+        (f"{unmodulated};embedding_size=128]", "train_time_budget=1800"),
+        ("LightGCN[learning_rate=0.01;embedding_size=128]", "epochs=18"),
+        ("NeuMF[learning_rate=0.0005;mf_embedding_size=128;mlp_embedding_size=128]", "epochs=40"),
+    ]
+    assert all("--protocol=paper " in c and f"--out={out}" in c for c in runs)
+    report = [c for c in calls if "--report_only" in c]
+    assert len(report) == 1 and "NeuMF[learning_rate=0.0005;mf_embedding_size=128" in report[0]
+    assert calls[-1] == f"-m recbole_hdccf.retest --runs={out} --protocol=full"
+
+
 def test_variants_step_runs_the_published_configurations_variants_and_tables_them_with_it(
     tmp_path,
 ):
