@@ -55,6 +55,12 @@ def _run(tmp_path, *steps, expect_rc=0, script="benchmarks/results.sh", **env):
     return calls.read_text(encoding="utf-8").splitlines()
 
 
+def _labels_and_limits(calls):
+    """(label, the --set that follows it or "") of each benchmark run, the report left out."""
+    runs = [c for c in calls if "recbole_hdccf.benchmark" in c and "--report_only" not in c]
+    return sorted(c.split("--models=")[1].partition(" --set ")[::2] for c in runs)
+
+
 def test_paper_step_runs_each_label_then_tables_them_all(tmp_path):
     calls = _run(tmp_path, "paper")
     runs = [c for c in calls if "--report_only" not in c]
@@ -121,19 +127,17 @@ def test_retest_tests_the_paper_runs_under_full_ranking(tmp_path):
 def test_random_step_runs_the_table_held_out_at_random_then_full_ranking_on_that_split(tmp_path):
     calls = _run(tmp_path, "random", BASELINES="BPR NeuMF[learning_rate=0.0005] ItemKNN")
     out = f"{tmp_path}/out/paper-random"
-    runs = [c for c in calls if "recbole_hdccf.benchmark" in c and "--report_only" not in c]
     unmodulated = "HDCCF[ui_negatives=items;debias=False;stopping_step=5;ablation=unmodulated]"
     # each model capped at the epochs its documented run at random had; a model without a
     # documented run gets none; the budget applies to all
-    label_and_cap = sorted(c.split("--models=")[1].partition(" --set ")[::2] for c in runs)
-    assert label_and_cap == [
+    assert _labels_and_limits(calls) == [
         ("BPR", "epochs=150"),
         (unmodulated, "epochs=30"),
         ("ItemKNN", ""),
         ("NeuMF[learning_rate=0.0005]", "epochs=40"),
     ]
-    assert all("--set train_time_budget=3300" in c for c in runs)
     benchmarks = [c for c in calls if "recbole_hdccf.benchmark" in c]
+    assert all("--set train_time_budget=3300" in c for c in benchmarks)
     assert all("--protocol=paper-random" in c and f"--out={out}" in c for c in benchmarks)
     full = Path(out) / "full-random.yaml"
     assert calls[-1] == f"-m recbole_hdccf.retest --runs={out} --protocol={full}"
@@ -155,17 +159,16 @@ def test_d128_step_runs_every_model_at_embedding_size_128_with_its_documented_li
         tmp_path, "d128", BASELINES="BPR NeuMF[learning_rate=0.0005] LightGCN[learning_rate=0.01]"
     )
     out = f"{tmp_path}/out/d128"
-    runs = [c for c in calls if "recbole_hdccf.benchmark" in c and "--report_only" not in c]
     unmodulated = "HDCCF[ui_negatives=items;debias=False;stopping_step=5;ablation=unmodulated"
     # NeuMF's two sizes; a budget of its own overrides BUDGET, an epoch count keeps it
-    label_and_limit = sorted(c.split("--models=")[1].partition(" --set ")[::2] for c in runs)
-    assert label_and_limit == [
+    assert _labels_and_limits(calls) == [
         ("BPR[embedding_size=128]", "train_time_budget=1800"),
         (f"{unmodulated};embedding_size=128]", "train_time_budget=1800"),
         ("LightGCN[learning_rate=0.01;embedding_size=128]", "epochs=18"),
         ("NeuMF[learning_rate=0.0005;mf_embedding_size=128;mlp_embedding_size=128]", "epochs=40"),
     ]
-    assert all("--protocol=paper " in c and f"--out={out}" in c for c in runs)
+    benchmarks = [c for c in calls if "recbole_hdccf.benchmark" in c]
+    assert all("--protocol=paper " in c and f"--out={out}" in c for c in benchmarks)
     report = [c for c in calls if "--report_only" in c]
     assert len(report) == 1 and "NeuMF[learning_rate=0.0005;mf_embedding_size=128" in report[0]
     assert calls[-1] == f"-m recbole_hdccf.retest --runs={out} --protocol=full"
