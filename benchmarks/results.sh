@@ -105,9 +105,13 @@ limits() {  # step label -> one key=value for --set, or nothing
         d128:HDCCF | d128:BPR) echo train_time_budget=1800 ;; d128:ENMF) echo train_time_budget=3300 ;;
     esac
 }
-bench_random() { local l; l=$(limits random "$3"); bench "$@" ${l:+--set "$l"}; }
-bench_d128() { local l; l=$(limits d128 "$3"); bench "$@" ${l:+--set "$l"}; }
-export -f limits bench_random bench_d128
+bench_limited() {  # step folder protocol label: bench, with the step's limit for the label
+    local step=$1 limit
+    shift
+    limit=$(limits "$step" "$3")
+    bench "$@" ${limit:+--set "$limit"}
+}
+export -f limits bench_limited
 
 d128_label() {  # label -> the same at embedding size 128 (NeuMF has two sizes)
     local size=embedding_size=128
@@ -116,10 +120,10 @@ d128_label() {  # label -> the same at embedding size 128 (NeuMF has two sizes)
 }
 
 in_parallel() {  # folder protocol label...: one benchmark process per label, JOBS at a time
-    local out=$1 protocol=$2  # RUNNER: the function that runs one label (default bench)
+    local out=$1 protocol=$2  # LIMITS: the step whose limits apply (none by default)
     shift 2
-    printf '%s\n' "$@" | xargs -P "$JOBS" -I{} bash -c '"$3" "$0" "$1" "$2" > /dev/null' \
-        "$out" "$protocol" {} "${RUNNER:-bench}" || echo "some runs failed: see $out/table.md"
+    printf '%s\n' "$@" | xargs -P "$JOBS" -I{} bash -c 'bench_limited "$3" "$0" "$1" "$2" > /dev/null' \
+        "$out" "$protocol" {} "${LIMITS:-}" || echo "some runs failed: see $out/table.md"
     # Every process rewrote the table with its own runs; this one tables them all.
     bench "$out" "$protocol" "$(IFS=,; echo "$*")" --report_only
 }
@@ -151,7 +155,7 @@ main() {
             paper | full) in_parallel "$OUT/$step" "$step" "$PROPOSED" "${BASELINES[@]}" ;;
             retest) "$PYTHON" -m recbole_hdccf.retest --runs="$OUT/paper" --protocol=full ;;
             random)
-                RUNNER=bench_random in_parallel "$OUT/paper-random" paper-random \
+                LIMITS=random in_parallel "$OUT/paper-random" paper-random \
                     "$UNMODULATED]" "${BASELINES[@]}"
                 # full ranking on the same random split: the preset with every item a candidate
                 mkdir -p "$OUT/paper-random"
@@ -162,7 +166,7 @@ main() {
                 ;;
             d128)
                 mapfile -t labels < <(for label in "$UNMODULATED]" "${BASELINES[@]}"; do d128_label "$label"; done)
-                RUNNER=bench_d128 in_parallel "$OUT/d128" paper "${labels[@]}"
+                LIMITS=d128 in_parallel "$OUT/d128" paper "${labels[@]}"
                 "$PYTHON" -m recbole_hdccf.retest --runs="$OUT/d128" --protocol=full
                 ;;
             variants)
