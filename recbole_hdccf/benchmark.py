@@ -92,8 +92,12 @@ class RunSpec:
 
     @property
     def key(self) -> str:
-        safe = re.sub(r"[^A-Za-z0-9_.=-]+", "_", self.label)
-        return f"{safe}-seed{self.seed}"
+        return f"{run_prefix(self.label)}{self.seed}"
+
+
+def run_prefix(label: str) -> str:
+    """What every run of ``label`` is named by, before its seed: ``OUT/runs/<prefix><seed>``."""
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", label) + "-seed"
 
 
 def parse_value(text: str):
@@ -515,6 +519,20 @@ def plan(args) -> list[RunSpec]:
     ]
 
 
+def other_seeds(out: Path, specs: list[RunSpec]) -> dict[str, list[int]]:
+    """Seeds of finished runs in ``out`` of the labels in ``specs`` that ``specs`` does not name,
+    by label: runs another process (``--seed_list`` split over processes) or call left there."""
+    planned = {spec.key for spec in specs}
+    found: dict[str, list[int]] = {}
+    for label in dict.fromkeys(spec.label for spec in specs):
+        prefix = run_prefix(label)  # no glob characters in it
+        for path in (out / "runs").glob(f"{prefix}*.json"):
+            seed = path.stem.removeprefix(prefix)
+            if re.fullmatch(r"-?\d+", seed) and path.stem not in planned:
+                found.setdefault(label, []).append(int(seed))
+    return {label: sorted(seeds) for label, seeds in found.items()}
+
+
 def effective_settings(spec: RunSpec, base: dict) -> dict:
     """What decides a run's result: dataset, config files and every key set on top of them."""
     files = base["config_files"].get(spec.model) or []
@@ -697,6 +715,15 @@ def main(argv=None) -> int:
         write_outputs(out, list(records.values()), labels, args.proposed)
     if missing:
         print(f"not run yet (left out of the table): {', '.join(missing)}", flush=True)
+    if others := other_seeds(out, specs):
+        seeds = sorted({spec.seed for spec in specs}.union(*others.values()))
+        listed = "; ".join(f"{label} seed {', '.join(map(str, s))}" for label, s in others.items())
+        print(
+            f"note: {out} also holds finished runs under other seeds ({listed}), left out of "
+            f"this table; a table over them all: the same command with --report_only "
+            f"--seed_list={','.join(map(str, seeds))}",
+            flush=True,
+        )
     write_outputs(out, list(records.values()), labels, args.proposed)
     print((out / "table.md").read_text(encoding="utf-8"))
     print(f"written: {out / 'table.md'}, {out / 'runs.csv'}, {out / 'runs.json'}")

@@ -110,7 +110,27 @@ def test_report_only_over_changed_settings_warns_once_per_change(
     assert "new --out" in err and "reports these runs" not in err
     # The settings they ran with: no warning.
     assert benchmark.main(args + ["--report_only"]) == 0
-    assert "other settings" not in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "other settings" not in captured.err and "other seeds" not in captured.out
+
+
+def test_a_report_over_some_seeds_names_the_other_seeds_finished_in_its_folder(
+    finished_benchmark, tmp_path, capsys
+):
+    # As a process given one seed of a --seed_list split over processes ends: its table has its
+    # own seed, and it names the others' finished runs and the command that tables them all.
+    out = tmp_path / "out"
+    shutil.copytree(finished_benchmark.out, out)
+    (out / "runs" / "BPR-seed2.json").unlink()
+    one_seed = benchmark_args(finished_benchmark.config_file, out, "HDCCF,BPR", seeds="1")
+    assert benchmark.main(one_seed + ["--report_only"]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert notes == [
+        f"note: {out} also holds finished runs under other seeds (HDCCF seed 2), left out of "
+        "this table; a table over them all: the same command with --report_only --seed_list=1,2"
+    ]
+    records = json.loads((out / "runs.json").read_text())
+    assert [(r["label"], r["seed"]) for r in records] == [("HDCCF", 1), ("BPR", 1)]
 
 
 def test_paired_p_value():
