@@ -16,8 +16,10 @@
 #       protocol, into $OUT/d128, then tested under full ranking; variants: the published
 #       HDCCF configuration without its modulation and with the debiased loss, tabled with the
 #       paper step's HDCCF runs, and the paper's ablation and P (Fig. 4) over it, unmodulated,
-#       P into $OUT/variants-p; ablation,
-#       sensitivity, modulation: the paper's figures, on HDCCF's defaults)
+#       P into $OUT/variants-p; full: the paper step's models and the unmodulated one trained
+#       under full ranking (validation too: it chooses the epoch), with the random step's epoch
+#       counts, into $OUT/full; ablation, sensitivity, modulation: the paper's figures, on
+#       HDCCF's defaults)
 #       tune (on request): TRIALS random draws from properties/hyper/<Model>.hyper for every
 #       model, each trial under the same BUDGET: the fair tuning budget (cheap on ml-100k);
 #       then $OUT/tune/best.md: each model's best trial on validation, as benchmark labels
@@ -97,7 +99,9 @@ export -f bench
 # get the main table's longest run, early stopping ends the others sooner) or a budget of their
 # own. BUDGET still applies where a step gives only epochs.
 limits() {  # step label -> one key=value for --set, or nothing
-    case "$1:${2%%\[*}" in
+    # full: the random step's epoch counts (the split by time of the main table, whose runs had
+    # as many epochs or fewer); only the validation that stops the runs differs
+    case "${1/#full/random}:${2%%\[*}" in
         random:HDCCF) echo epochs=30 ;; random:BPR) echo epochs=150 ;; random:ENMF) echo epochs=300 ;;
         random:NeuMF | d128:NeuMF) echo epochs=40 ;;
         random:LightGCN | d128:LightGCN) echo epochs=18 ;;
@@ -152,7 +156,8 @@ main() {
     for step in "${steps[@]}"; do
         echo "== $step ($(date))"
         case $step in
-            paper | full) in_parallel "$OUT/$step" "$step" "$PROPOSED" "${BASELINES[@]}" ;;
+            paper) in_parallel "$OUT/paper" paper "$PROPOSED" "${BASELINES[@]}" ;;
+            full) LIMITS=full in_parallel "$OUT/full" full "$PROPOSED" "$UNMODULATED]" "${BASELINES[@]}" ;;
             retest) "$PYTHON" -m recbole_hdccf.retest --runs="$OUT/paper" --protocol=full ;;
             random)
                 LIMITS=random in_parallel "$OUT/paper-random" paper-random \

@@ -174,6 +174,25 @@ def test_d128_step_runs_every_model_at_embedding_size_128_with_its_documented_li
     assert calls[-1] == f"-m recbole_hdccf.retest --runs={out} --protocol=full"
 
 
+def test_full_step_trains_both_hdccfs_and_the_baselines_under_full_ranking_with_the_random_caps(
+    tmp_path,
+):
+    calls = _run(tmp_path, "full", BASELINES="BPR LightGCN[learning_rate=0.01] ItemKNN")
+    proposed = "HDCCF[ui_negatives=items;debias=False;stopping_step=5"
+    # every HDCCF gets the random step's 30 epochs (the budget stops the modulated one sooner)
+    assert _labels_and_limits(calls) == [
+        ("BPR", "epochs=150"),
+        (f"{proposed};ablation=unmodulated]", "epochs=30"),
+        (f"{proposed}]", "epochs=30"),
+        ("ItemKNN", ""),
+        ("LightGCN[learning_rate=0.01]", "epochs=18"),
+    ]
+    benchmarks = [c for c in calls if "recbole_hdccf.benchmark" in c]
+    assert len(benchmarks) == 6 and calls[-1] == benchmarks[-1]  # the report ends the step
+    assert all("--protocol=full " in c and f"--out={tmp_path}/out/full " in c for c in benchmarks)
+    assert all("--set train_time_budget=3300" in c for c in benchmarks)
+
+
 def test_variants_step_runs_the_published_configurations_variants_and_tables_them_with_it(
     tmp_path,
 ):
