@@ -11,7 +11,10 @@ seeds. A model may carry settings of its own: ``HDCCF[ablation=wo_u]``, ``BPR[em
 
 Each (model, seed) runs in its own process, in ``OUT/runs/<run>/``; its result is
 ``OUT/runs/<run>.json``. A failed run is reported and the others go on; a benchmark started again
-skips the runs that finished, and refuses to reuse one that ran with other settings.
+skips the runs that finished, and refuses to reuse one that ran with other settings. A run that
+was interrupted (a kill, a crash, ``--timeout``; rerun a failed one with ``--retry_failed``)
+resumes from its last end-of-epoch checkpoint, exactly (``trainer.py``): its record counts the
+epochs, seconds and time budget of every attempt, and says after how many epochs it resumed.
 ``OUT/table.md``, ``OUT/runs.csv`` and ``OUT/runs.json`` are rewritten after every run;
 ``--report_only`` rewrites them from the finished runs without running anything (to merge runs
 that several benchmark processes wrote into one folder; runs made with other settings are kept
@@ -54,6 +57,7 @@ COST_COLUMNS = (
     "epochs_run",
     "epochs_to_best",
     "total_seconds",
+    "resumed_after_epochs",
     "time_budget_reached",
     "peak_memory_mb",
     "peak_gpu_memory_mb",
@@ -131,7 +135,8 @@ def parse_models(text: str) -> list[tuple[str, str, dict]]:
 
 # ------------------------------------------------------------------------------------ running
 def run_one(spec: RunSpec, base: dict, workdir: Path) -> dict:
-    """Train and test one run in this process (called in a child). Returns the result record."""
+    """Train and test one run in this process (called in a child). Returns the result record.
+    An earlier attempt's end-of-epoch checkpoint in ``workdir/saved`` is resumed from."""
     import resource
 
     import torch
@@ -142,7 +147,7 @@ def run_one(spec: RunSpec, base: dict, workdir: Path) -> dict:
 
     os.chdir(workdir)
     sys.argv = sys.argv[:1]  # RecBole's Config parses sys.argv
-    marks: list[tuple[float, float]] = []
+    marks: list[tuple[float, int, float]] = []
     speed_before = reference_seconds()
     start = time.time()
 
@@ -156,19 +161,31 @@ def run_one(spec: RunSpec, base: dict, workdir: Path) -> dict:
         "checkpoint_dir": str(workdir / "saved"),
         "show_progress": False,
     }
+    resume = resume_checkpoint(workdir)
     result = run_recbole(
         model=spec.model,
         dataset=base["dataset"],
         config_file_list=base["config_files"].get(spec.model) or None,
         config_dict=config_dict,
         callback_fn=on_epoch,
+        resume=str(resume) if resume else None,
     )
     total = time.time() - start
     speed_after = reference_seconds()
-    epoch_times = np.diff([start] + [t for t, _, _ in marks]) if marks else np.array([])
-    scores = [s for _, _, s in marks]
+    epoch_log = result.get("epoch_log")
+    if epoch_log is not None:  # the trainer's own: every epoch, earlier attempts' included
+        validated = [e for e in epoch_log if e["valid_score"] is not None]
+        epochs = [e["epoch"] for e in validated]
+        scores = [e["valid_score"] for e in validated]
+        epoch_times = np.array([e["seconds"] for e in epoch_log])
+        resumed_after = result["resumed_after_epochs"]
+        total += sum(e["seconds"] for e in epoch_log if e["epoch"] < resumed_after)
+    else:  # a trainer without a log (RecBole's special ones): this attempt's validations
+        epochs = [e for _, e, _ in marks]
+        scores = [s for _, _, s in marks]
+        epoch_times = np.diff([start] + [t for t, _, _ in marks]) if marks else np.array([])
+        resumed_after = 0
     config = result["config"]
-    best_epoch = best_valid_epoch([e for _, e, _ in marks], scores)
     return {
         "label": spec.label,
         "model": spec.model,
@@ -178,8 +195,9 @@ def run_one(spec: RunSpec, base: dict, workdir: Path) -> dict:
         "valid": {k: float(v) for k, v in (result["best_valid_result"] or {}).items()},
         "seconds_per_epoch": float(np.median(epoch_times)) if len(epoch_times) else None,
         "epochs_run": len(scores),
-        "epochs_to_best": best_epoch,
+        "epochs_to_best": best_valid_epoch(epochs, scores),
         "total_seconds": total,
+        "resumed_after_epochs": resumed_after,
         "time_budget_reached": bool(result.get("time_budget_reached")),
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_gpu_memory_mb": _peak_gpu_memory_mb(),
@@ -189,6 +207,14 @@ def run_one(spec: RunSpec, base: dict, workdir: Path) -> dict:
         "checkpoint": result["checkpoint"],
         "config": {k: _jsonable(v) for k, v in config.final_config_dict.items()},
     }
+
+
+def resume_checkpoint(run_dir: Path) -> Path | None:
+    """The end-of-epoch checkpoint an interrupted attempt of a run left (the newest), if any."""
+    from recbole_hdccf.trainer import LAST_SUFFIX
+
+    last = list((run_dir / "saved").glob(f"*{LAST_SUFFIX}.pth"))
+    return max(last, key=lambda p: p.stat().st_mtime_ns) if last else None
 
 
 def best_valid_epoch(epochs: list[int], scores: list[float]) -> int | None:
@@ -247,10 +273,14 @@ def run_in_child(spec: RunSpec, base: dict, out: Path, timeout: float | None) ->
     result_file = workdir / "result.json"
     result_file.unlink(missing_ok=True)
     log = workdir / "stdout.log"
+    resume = resume_checkpoint(workdir)
     env = dict(os.environ)
     if base.get("threads"):  # torch's and numpy's thread pools both take these at start
         env.update(OMP_NUM_THREADS=str(base["threads"]), MKL_NUM_THREADS=str(base["threads"]))
-    with open(log, "w", encoding="utf-8") as handle:
+    with open(log, "a" if resume else "w", encoding="utf-8") as handle:
+        if resume:  # keep the earlier attempts' output
+            handle.write(f"\n=== resuming from {resume.name} ===\n")
+            handle.flush()
         try:
             code = subprocess.run(
                 [sys.executable, "-m", "recbole_hdccf.benchmark", "_child", str(request)],
@@ -546,8 +576,8 @@ def effective_settings(spec: RunSpec, base: dict) -> dict:
 
 
 def settings_changes(spec: RunSpec, base: dict, request_file: Path) -> list[str]:
-    """How ``spec`` under ``base`` differs from the stored request of a finished run ([] if
-    it does not, or if the run predates stored requests)."""
+    """How ``spec`` under ``base`` differs from the stored request of a finished or interrupted
+    run ([] if it does not, or if the run predates stored requests)."""
     if not request_file.is_file():
         return []
     stored = json.loads(request_file.read_text(encoding="utf-8"))
@@ -678,6 +708,27 @@ def main(argv=None) -> int:
     elif runs_by_changes:
         print(
             "error: give these settings a new --out, or delete OUT/runs/<run>.json to rerun them",
+            file=sys.stderr,
+        )
+        return 2
+    # An interrupted run resumes from its last checkpoint: only under the settings it began with.
+    interrupted = [
+        (spec.key, changes)
+        for spec in ([] if args.report_only else specs)
+        if not (out / "runs" / f"{spec.key}.json").exists()
+        and resume_checkpoint(out / "runs" / spec.key)
+        and (changes := settings_changes(spec, base, out / "runs" / spec.key / "request.json"))
+    ]
+    for key, changes in interrupted:
+        print(
+            f"error: run {key} in {out} was interrupted under other settings "
+            f"({'; '.join(changes)}), and its checkpoint would go on under those",
+            file=sys.stderr,
+        )
+    if interrupted:
+        print(
+            "error: give these settings a new --out, or delete OUT/runs/<run>/saved to start "
+            "them again",
             file=sys.stderr,
         )
         return 2

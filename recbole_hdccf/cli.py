@@ -62,8 +62,9 @@ def run_main(argv=None) -> int:
         "--resume",
         type=str,
         default=None,
-        help="checkpoint to resume training from: the <best>-last.pth file HDCCF writes after "
-        "every epoch continues exactly (see docs/robustness.md), a best file as RecBole does",
+        help="checkpoint to resume training from: the <best>-last.pth file written after every "
+        "epoch (HDCCF, and RecBole models with RecBole's default trainer) continues exactly "
+        "(see docs/robustness.md), a best file as RecBole does",
     )
     parser.add_argument("--nproc", type=int, default=1, help="processes on this node")
     parser.add_argument("--ip", type=str, default="localhost", help="address of the rank-0 node")

@@ -5,13 +5,19 @@ Differences from ``recbole.quick_start.run_recbole`` (everything else is the sam
 - plugin model settings are validated right after the ``Config`` is built (before the dataset is
   loaded, and in the parent process before ``nproc`` processes are spawned), so a bad setting is a
   :class:`~recbole_hdccf.settings.ConfigError` however the run is started;
+- RecBole's default ``Trainer`` becomes :class:`~recbole_hdccf.trainer.ResumableTrainer`, so
+  RecBole's models (BPR, LightGCN, ...) write end-of-epoch checkpoints and resume exactly, as
+  HDCCF does; the numbers are the same (``trainer.resumable``);
 - the result also holds ``checkpoint`` (the saved model file), ``last_checkpoint`` (the end of
-  epoch checkpoint to ``resume`` from, for trainers that write one, e.g. HDCCF's) and ``config``;
+  epoch checkpoint to ``resume`` from, for trainers that write one), ``epoch_log`` (each epoch's
+  seconds and validation score, a resumed run's earlier epochs included; None for trainers
+  without one), ``resumed_after_epochs`` (epochs trained before this process) and ``config``;
 - a model name neither the plugin nor RecBole knows fails first, with the list of plugin models;
 - ``train_time_budget`` (seconds, any model, one process): training stops after the last
   validation that leaves time for another epoch within the budget, and the best model so far is
   tested, as if early stopping had fired (``result["time_budget_reached"]``). For fixed-cost
-  comparisons on lent machines; ``epochs`` and ``stopping_step`` still apply.
+  comparisons on lent machines; ``epochs`` and ``stopping_step`` still apply. A resumed run
+  counts the seconds of the epochs it trained before against the budget.
 Any RecBole model runs through it unchanged. :func:`objective_function` is RecBole's tuning
 objective on top of it, so trials get the same checks and the same time budget.
 """
@@ -40,6 +46,7 @@ from recbole.utils import (
 
 from recbole_hdccf.registry import check_model_name
 from recbole_hdccf.settings import ConfigError, HDCCFSettings
+from recbole_hdccf.trainer import StopTraining, resumable
 
 # Plugin models whose settings can be checked from the Config alone.
 SETTINGS_CHECKS = {"HDCCF": HDCCFSettings.from_config}
@@ -64,7 +71,7 @@ def validate_config(config, world_size=None) -> None:
             )
 
 
-class TimeBudgetReached(Exception):
+class TimeBudgetReached(StopTraining):
     """Raised from the validation callback to end ``Trainer.fit`` at the time budget."""
 
     def __init__(self, epoch_idx: int, elapsed: float):
@@ -72,14 +79,16 @@ class TimeBudgetReached(Exception):
         self.epoch_idx, self.elapsed = epoch_idx, elapsed
 
 
-def with_time_budget(callback_fn, budget):
+def with_time_budget(callback_fn, budget, spent=()):
     """``callback_fn`` that also raises :class:`TimeBudgetReached` after a validation when the
     next epoch (as long as the longest so far) would end past ``budget`` seconds from the first
-    call's start. ``budget=None`` returns ``callback_fn`` unchanged."""
+    call's start. ``spent``: the seconds of epochs trained before (a resumed run's), which count
+    as if they had run just before. ``budget=None`` returns ``callback_fn`` unchanged."""
     if budget is None:
         return callback_fn
-    start = monotonic()
-    last = [start, 0.0]  # time of the previous validation, longest epoch so far
+    now = monotonic()
+    start = now - sum(spent)
+    last = [now, max(spent, default=0.0)]  # time of the previous validation, longest epoch
 
     def callback(epoch_idx, valid_score):
         if callback_fn:
@@ -128,9 +137,10 @@ def run_recbole(
     flops = get_flops(model, dataset, config["device"], logger, transform)
     logger.info(set_color("FLOPs", "blue") + f": {flops}")
 
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer = resumable(get_trainer(config["MODEL_TYPE"], config["model"]))(config, model)
     if resume:
         trainer.resume_checkpoint(resume)
+    earlier_epochs = list(getattr(trainer, "epoch_log", None) or [])
     budget_reached = False
     try:
         best_valid_score, best_valid_result = trainer.fit(
@@ -138,7 +148,11 @@ def run_recbole(
             valid_data,
             saved=saved,
             show_progress=config["show_progress"],
-            callback_fn=with_time_budget(callback_fn, config["train_time_budget"]),
+            callback_fn=with_time_budget(
+                callback_fn,
+                config["train_time_budget"],
+                spent=[epoch["seconds"] for epoch in earlier_epochs],
+            ),
         )
     except TimeBudgetReached as stop:
         budget_reached = True
@@ -166,6 +180,8 @@ def run_recbole(
         "test_result": test_result,
         "checkpoint": trainer.saved_model_file if saved else None,
         "last_checkpoint": _last_checkpoint(trainer) if saved else None,
+        "epoch_log": list(trainer.epoch_log) if hasattr(trainer, "epoch_log") else None,
+        "resumed_after_epochs": trainer.start_epoch if resume else 0,
         "time_budget_reached": budget_reached,
         "config": config,
     }

@@ -11,15 +11,20 @@ any RecBole ``Trainer``) also writes, at the end of every epoch, a "last" checkp
 ``<best file without .pth>-last.pth`` (atomically, through :func:`compat.atomic_torch_save`)
 with everything needed to continue exactly: model, optimizer, epoch, ``cur_step``, best score and
 result, the best model's file, whether early stopping had fired, the train loader's torch
-generator and the torch / numpy / python (and CUDA) random states of every rank.
-``resume_checkpoint`` accepts that file (or a best file) and restores all of it; best models keep
-going to the original best file, so ``evaluate(load_best_model=True)`` reads the right one.
+generator, the torch / numpy / python (and CUDA) random states of every rank, and the epoch
+log (each epoch's seconds and validation score, so a time budget and a benchmark's costs carry
+over). ``resume_checkpoint`` accepts that file (or a best file) and restores all of it; best models
+keep going to the original best file, so ``evaluate(load_best_model=True)`` reads the right one.
+
+RecBole's own models get the same through :func:`resumable`, which the plugin's ``run_recbole``
+applies to RecBole's default ``Trainer``.
 """
 
 from __future__ import annotations
 
 import os
 import random
+from time import monotonic
 
 import numpy as np
 import torch
@@ -30,6 +35,11 @@ from recbole_hdccf.sampler import NeighborTrainDataLoader
 
 LAST_SUFFIX = "-last"
 LAST_FORMAT = "recbole_hdccf.last/1"
+
+
+class StopTraining(Exception):  # noqa: N818 (a signal, as StopIteration, not an error)
+    """Raised from ``fit``'s callback to end training as early stopping would: the last
+    checkpoint of that epoch says the run has ended, so resuming it trains nothing more."""
 
 
 def last_checkpoint_path(best_file: str) -> str:
@@ -69,6 +79,12 @@ class ResumableTrainerMixin:
     _pending_generator = None  # train loader generator state to apply at the next epoch
     _train_loader = None
     _resumed_rank_states = None
+    _epoch_clock = 0.0
+    epoch_log: list[dict]  # {"epoch", "seconds", "valid_score" (None: not evaluated)} per epoch
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.epoch_log = []
 
     @property
     def last_checkpoint_file(self) -> str:
@@ -111,6 +127,7 @@ class ResumableTrainerMixin:
             "other_parameter": self.model.other_parameter(),
             "optimizer": self.optimizer.state_dict(),
             "rank_states": rank_states,
+            "epoch_log": list(self.epoch_log),
         }
 
     def save_last_checkpoint(self, epoch: int, stopped: bool = False) -> None:
@@ -122,9 +139,21 @@ class ResumableTrainerMixin:
         state = self.last_checkpoint_state(epoch, stopped, rank_states)
         compat.atomic_torch_save(state, self.last_checkpoint_file)
 
-    def _end_of_epoch(self, epoch_idx: int) -> None:
+    def _log_epoch(self, epoch_idx: int, valid_score=None) -> None:
+        """Add the epoch's seconds (training and validation) to :attr:`epoch_log`."""
+        if not self._in_fit:
+            return
+        now = monotonic()
+        score = None if valid_score is None else float(valid_score)
+        self.epoch_log.append(
+            {"epoch": epoch_idx, "seconds": now - self._epoch_clock, "valid_score": score}
+        )
+        self._epoch_clock = now
+
+    def _end_of_epoch(self, epoch_idx: int, stopped: bool = False) -> None:
         if self._in_fit and self._saving:
-            self.save_last_checkpoint(epoch_idx, stopped=self.cur_step > self.stopping_step)
+            stopped = stopped or self.cur_step > self.stopping_step
+            self.save_last_checkpoint(epoch_idx, stopped=stopped)
 
     def _evaluates_after(self, epoch_idx: int) -> bool:
         """Whether RecBole's ``fit`` evaluates after training epoch ``epoch_idx``."""
@@ -144,11 +173,21 @@ class ResumableTrainerMixin:
             return self.best_valid_score, self.best_valid_result
 
         def end_of_evaluated_epoch(epoch_idx, valid_score):
-            self._end_of_epoch(epoch_idx)
-            if callback_fn:
-                callback_fn(epoch_idx, valid_score)
+            # The callback first: a kill between it and the save repeats the epoch on resume,
+            # never skips what the callback records. StopTraining (a time budget) ends the run.
+            self._log_epoch(epoch_idx, valid_score)
+            stopped = False
+            try:
+                if callback_fn:
+                    callback_fn(epoch_idx, valid_score)
+            except StopTraining:
+                stopped = True
+                raise
+            finally:
+                self._end_of_epoch(epoch_idx, stopped=stopped)
 
         self._in_fit, self._saving, self._has_valid_data = True, saved, bool(valid_data)
+        self._epoch_clock = monotonic()
         try:
             return super().fit(
                 train_data,
@@ -170,6 +209,7 @@ class ResumableTrainerMixin:
             train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress
         )
         if not self._evaluates_after(epoch_idx):
+            self._log_epoch(epoch_idx)
             self._end_of_epoch(epoch_idx)
         return result
 
@@ -192,6 +232,7 @@ class ResumableTrainerMixin:
         self.best_valid_result = checkpoint.get("best_valid_result")
         self.saved_model_file = checkpoint.get("best_model_file") or resume_file
         self._restore_rank_state(checkpoint.get("rank_states"))
+        self.epoch_log = list(checkpoint.get("epoch_log") or [])  # a best file has none
         stopped = checkpoint.get("stopped", False)
         self._finished = checkpoint.get("format") == LAST_FORMAT and (
             stopped or self.start_epoch >= self.epochs
@@ -209,6 +250,18 @@ class ResumableTrainerMixin:
         state = rank_states[rank] if rank < len(rank_states) else rank_states[0]
         set_random_states(state["rng"])
         self._pending_generator = state["train_generator"]
+
+
+class ResumableTrainer(ResumableTrainerMixin, Trainer):
+    """RecBole's default ``Trainer`` with last checkpoints and an exact resume."""
+
+
+def resumable(trainer_class: type) -> type:
+    """The trainer a plugin run uses: ``trainer_class`` itself when it is resumable already, or
+    :class:`ResumableTrainer` for RecBole's default ``Trainer``. RecBole's special trainers
+    (pre-training, knowledge graphs, decision trees, ...) train in phases or override ``fit``,
+    so they keep their own; their runs resume from a best file, as in RecBole."""
+    return ResumableTrainer if trainer_class is Trainer else trainer_class
 
 
 class HDCCFTrainer(ResumableTrainerMixin, Trainer):

@@ -29,6 +29,7 @@ from recbole.data.interaction import Interaction
 from recbole.utils import get_model, get_trainer, init_seed
 
 import recbole_hdccf  # noqa: F401  (plugin models resolve, shims apply)
+from recbole_hdccf.trainer import resumable
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -56,7 +57,7 @@ def build_run(model_name: str, config_dict: dict, dataset: str = "tiny") -> Run:
     train_data, valid_data, test_data = data_preparation(config, data)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer = resumable(get_trainer(config["MODEL_TYPE"], config["model"]))(config, model)
     return Run(config, data, train_data, valid_data, test_data, model, trainer)
 
 

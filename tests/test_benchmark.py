@@ -12,6 +12,7 @@ import sys
 import time
 
 import pytest
+import torch
 from conftest import benchmark_args, write_benchmark_config
 
 from recbole_hdccf import benchmark
@@ -194,6 +195,72 @@ def test_interrupted_benchmark_resumes(tiny_data_path, tmp_path, subprocess_env)
         ("BPR", 1),
         ("BPR", 2),
     ]
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_a_run_interrupted_mid_training_resumes_to_the_uninterrupted_record(
+    tiny_data_path, tmp_path, monkeypatch
+):
+    """``run_one`` (a run's child process) stopped in epoch 3 by an exception, then started
+    again: it resumes from the end of epoch 2 and records what the uninterrupted run records."""
+    from conftest import isolated, restored_root_logger
+    from recbole.trainer import Trainer
+
+    from recbole_hdccf.compat import load_checkpoint
+
+    config_file = write_benchmark_config(tiny_data_path, tmp_path)
+    base = {"dataset": "tiny", "config": {}, "config_files": {"BPR": [str(config_file)]}}
+    spec = benchmark.RunSpec("BPR", "BPR", {"epochs": 6, "stopping_step": 6}, seed=1)
+
+    def run(folder):
+        (tmp_path / folder).mkdir()
+        with restored_root_logger(), isolated(tmp_path):
+            return benchmark.run_one(spec, base, tmp_path / folder)
+
+    whole = run("whole")
+    train_epoch = Trainer._train_epoch
+
+    def interrupt_in_epoch_3(self, train_data, epoch_idx, *args, **kwargs):
+        if epoch_idx == 3:
+            raise _Interrupted
+        return train_epoch(self, train_data, epoch_idx, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", interrupt_in_epoch_3)
+    with pytest.raises(_Interrupted):
+        run("killed")
+    monkeypatch.undo()
+    assert benchmark.resume_checkpoint(tmp_path / "killed") is not None
+    with restored_root_logger(), isolated(tmp_path):
+        resumed = benchmark.run_one(spec, base, tmp_path / "killed")
+
+    assert whole["resumed_after_epochs"] == 0 and resumed["resumed_after_epochs"] == 3
+    for key in ("test", "valid", "epochs_run", "epochs_to_best"):
+        assert resumed[key] == whole[key], key
+    assert resumed["epochs_run"] == 6
+    assert resumed["total_seconds"] > 0 and resumed["seconds_per_epoch"] > 0
+    best, reference = (load_checkpoint(r["checkpoint"])["state_dict"] for r in (resumed, whole))
+    for name, value in reference.items():
+        assert torch.equal(best[name], value), name
+
+
+def test_an_interrupted_run_is_not_resumed_under_other_settings(tiny_data_path, tmp_path, capsys):
+    """Its checkpoint would go on under the settings it began with: refused, with the way out."""
+    out = tmp_path / "out"
+    args = _args(tiny_data_path, tmp_path, out, models="BPR")
+    spec = benchmark.RunSpec("BPR", "BPR", {}, seed=1)  # the first run of ``args``
+    run_dir = out / "runs" / spec.key
+    (run_dir / "saved").mkdir(parents=True)
+    request = {"spec": spec.__dict__, "base": {"dataset": "tiny", "config": {}, "config_files": {}}}
+    (run_dir / "request.json").write_text(json.dumps(request))
+    (run_dir / "saved" / "BPR-x-last.pth").write_bytes(b"")
+    assert benchmark.main(args) == 2
+    error = capsys.readouterr().err
+    assert f"run {spec.key}" in error and "interrupted under other settings" in error
+    assert "config_files:" in error and "delete OUT/runs/<run>/saved" in error
+    assert not (out / "runs" / f"{spec.key}.json").exists()  # nothing ran
 
 
 def _record(label, seed, ndcg):

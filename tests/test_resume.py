@@ -16,10 +16,11 @@ import pytest
 import torch
 from conftest import REPO_ROOT, config_yaml, small_config
 from model_mixin import build_run, fit_run
+from recbole.trainer import Trainer
 
 import recbole_hdccf  # noqa: F401
 from recbole_hdccf.compat import load_checkpoint
-from recbole_hdccf.trainer import LAST_FORMAT, last_checkpoint_path
+from recbole_hdccf.trainer import LAST_FORMAT, ResumableTrainer, last_checkpoint_path
 
 SCRIPT = REPO_ROOT / "run_recbole_hdccf.py"
 
@@ -99,6 +100,37 @@ def test_resume_from_a_best_file_follows_recbole(small_config_dict):
     assert other.trainer.last_checkpoint_file == run.trainer.last_checkpoint_file
 
 
+def test_the_epoch_log_has_every_epoch_and_survives_a_resume(small_config_dict):
+    config = {**small_config_dict, "epochs": 3, "eval_step": 2, "stopping_step": 10}
+    run = fit_run(build_run("HDCCF", config))
+    log = run.trainer.epoch_log
+    assert [e["epoch"] for e in log] == [0, 1, 2]
+    assert all(e["seconds"] > 0 for e in log)
+    # eval_step=2 validates after epoch 1 only: the score RecBole's fit saw there
+    assert [e["valid_score"] is None for e in log] == [True, False, True]
+    assert log[1]["valid_score"] == run.trainer.best_valid_score
+    assert load_checkpoint(run.trainer.last_checkpoint_file)["epoch_log"] == log
+    again = build_run("HDCCF", config)
+    again.trainer.resume_checkpoint(run.trainer.last_checkpoint_file)
+    assert again.trainer.epoch_log == log
+
+
+def test_recboles_own_models_get_the_resumable_trainer_with_the_same_numbers(small_config_dict):
+    """``run_recbole`` (and ``build_run``) give RecBole's default ``Trainer`` the last
+    checkpoints; reading the random states to save them changes no draw."""
+    config = {**small_config_dict, "epochs": 3, "learning_rate": 0.01}
+    resumable_run = fit_run(build_run("BPR", config))
+    assert type(resumable_run.trainer) is ResumableTrainer
+    plain = build_run("BPR", config)  # seeds again: each run draws from the same state
+    plain.trainer = Trainer(plain.config, plain.model)
+    fit_run(plain)
+    assert Path(resumable_run.trainer.last_checkpoint_file).is_file()
+    assert resumable_run.train_losses == plain.train_losses
+    assert resumable_run.test_result == plain.test_result
+    for name, value in plain.model.state_dict().items():
+        assert torch.equal(resumable_run.model.state_dict()[name], value), name
+
+
 # ------------------------------------------------------------------ same seed, same numbers
 def test_same_seed_same_metrics_and_parameters(small_config_dict):
     config = {**small_config_dict, "epochs": 3, "learning_rate": 0.01}
@@ -116,11 +148,11 @@ def test_same_seed_same_metrics_and_parameters(small_config_dict):
 EPOCHS = 30  # an epoch of the tiny data takes ~0.05 s: long enough to kill the run midway
 
 
-def _cli(config_file: Path, cwd: Path, env: dict, *extra: str) -> subprocess.Popen:
+def _cli(config_file: Path, cwd: Path, env: dict, *extra: str, model="HDCCF") -> subprocess.Popen:
     command = [
         sys.executable,
         str(SCRIPT),
-        "--model=HDCCF",
+        f"--model={model}",
         "--dataset=tiny",
         f"--config_files={config_file}",
         *extra,
@@ -160,7 +192,10 @@ def _kill_after_epoch(process: subprocess.Popen, folder: Path, epoch: int, timeo
     pytest.fail(f"no last checkpoint of epoch {epoch} appeared in time\n{output[-3000:]}")
 
 
-def test_killed_run_resumes_to_the_uninterrupted_result(tiny_data_path, tmp_path, subprocess_env):
+@pytest.mark.parametrize("model", ["HDCCF", "BPR"])  # a plugin model and one of RecBole's
+def test_killed_run_resumes_to_the_uninterrupted_result(
+    model, tiny_data_path, tmp_path, subprocess_env
+):
     """The uninterrupted and the killed run go side by side, one thread each (two processes
     with a thread per core each oversubscribe the CPU: OpenMP's spinning slows them 10x). The
     resumed run uses one thread too: float sums depend on the thread count."""
@@ -178,9 +213,9 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tiny_data_path, tmp_path
         path.write_text(config_yaml(config), encoding="utf-8")
         return path
 
-    whole = _cli(config_file("whole"), tmp_path, env)
+    whole = _cli(config_file("whole"), tmp_path, env, model=model)
     killed_dir = tmp_path / "killed"
-    killed = _cli(config_file("killed"), tmp_path, env)
+    killed = _cli(config_file("killed"), tmp_path, env, model=model)
     at = _kill_after_epoch(killed, killed_dir, 2)
     assert killed.returncode == -signal.SIGKILL
     assert 2 <= at < EPOCHS - 1, "the run was killed before it ended"
@@ -189,7 +224,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tiny_data_path, tmp_path
     (best,) = [p for p in killed_dir.glob("*.pth") if not p.name.endswith("-last.pth")]
     (last,) = _last_files(killed_dir)
 
-    resumed = _finish(_cli(config_file("killed"), tmp_path, env, f"--resume={last}"))
+    resumed = _finish(_cli(config_file("killed"), tmp_path, env, f"--resume={last}", model=model))
     uninterrupted = _finish(whole)
     expected = ast.literal_eval(_printed(uninterrupted, "test result"))
     assert ast.literal_eval(_printed(resumed, "test result")) == expected

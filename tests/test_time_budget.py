@@ -8,15 +8,17 @@ import pytest
 
 import recbole_hdccf  # noqa: F401
 from recbole_hdccf import quick_start
+from recbole_hdccf.compat import load_checkpoint
 from recbole_hdccf.quick_start import run_recbole
 from recbole_hdccf.settings import ConfigError
 
 
-def _run(config_dict, **overrides):
+def _run(config_dict, resume=None, **overrides):
     epochs = []
     result = run_recbole(
         model="HDCCF",
         dataset="tiny",
+        resume=resume,
         config_dict={**config_dict, "stopping_step": 100, **overrides},
         callback_fn=lambda epoch_idx, score: epochs.append(epoch_idx),
     )
@@ -39,6 +41,41 @@ def test_budget_stops_before_an_epoch_would_overrun_and_tests_the_best_model(
     assert reference_epochs == [0, 1] and not reference["time_budget_reached"]
     assert stopped["test_result"] == reference["test_result"]
     assert stopped["best_valid_result"] == reference["best_valid_result"]
+
+
+@pytest.mark.parametrize("budget,stops", [(51.5, True), (52.5, False)])
+def test_a_resumed_runs_earlier_epochs_count_against_the_budget(monkeypatch, budget, stops):
+    """Epochs of 12 s and 15 s before the resume, then one of 10 s: 37 s spent, and the next
+    epoch may take as long as the longest, 15 s: 52 s."""
+    clock = iter([100.0, 110.0])  # when the callback is made, then the first validation
+    monkeypatch.setattr(quick_start, "monotonic", lambda: next(clock))
+    callback = quick_start.with_time_budget(None, budget, spent=[12.0, 15.0])
+    if stops:
+        with pytest.raises(quick_start.TimeBudgetReached, match="epoch 2, 37 s"):
+            callback(2, 0.5)
+    else:
+        callback(2, 0.5)
+
+
+def test_a_run_the_budget_ended_resumes_to_nothing_more(small_config_dict, monkeypatch):
+    """Its last checkpoint says it ended (as early stopping would), with the epochs' seconds."""
+    clock = itertools.count(0, 10)
+    monkeypatch.setattr(quick_start, "monotonic", lambda: float(next(clock)))
+    stopped, _ = _run(small_config_dict, epochs=50, train_time_budget=25)
+    monkeypatch.undo()
+    last = load_checkpoint(stopped["last_checkpoint"])
+    assert last["epoch"] == 1 and last["stopped"] is True
+    assert (
+        [e["epoch"] for e in last["epoch_log"]]
+        == [0, 1]
+        == [e["epoch"] for e in stopped["epoch_log"]]
+    )
+    resumed, epochs = _run(
+        small_config_dict, epochs=50, train_time_budget=25, resume=stopped["last_checkpoint"]
+    )
+    assert epochs == [] and resumed["resumed_after_epochs"] == 2
+    assert resumed["test_result"] == stopped["test_result"]
+    assert resumed["best_valid_result"] == stopped["best_valid_result"]
 
 
 def test_no_budget_runs_every_epoch(small_config_dict):
