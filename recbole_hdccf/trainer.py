@@ -70,7 +70,7 @@ def set_random_states(states: dict) -> None:
 class ResumableTrainerMixin:
     """Put before RecBole's ``Trainer`` in the bases: end-of-epoch "last" checkpoints and an exact
     ``resume_checkpoint`` (module docstring). Epoch ends: right after training when the epoch
-    does not evaluate, otherwise after evaluation and the best-model save (``fit``'s callback)."""
+    does not evaluate, otherwise after evaluation, the best-model save and ``fit``'s callback."""
 
     _in_fit = False
     _saving = False
