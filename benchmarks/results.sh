@@ -5,8 +5,8 @@
 #
 #   bash benchmarks/results.sh [STEP ...]     (from the repository root)
 #
-# STEP: paper | retest | random | d128 | variants | full | ablation | sensitivity | modulation |
-#       plots | tune | tuned
+# STEP: paper | retest | random | d128 | variants | full | full30 | ablation | sensitivity |
+#       modulation | plots | tune | tuned
 #       (default: all, in that order; retest: the paper runs' best checkpoints tested under full
 #       ranking without training again, into $OUT/paper/retest-full; random: the unmodulated
 #       published configuration and the baselines held out at random (--protocol=paper-random,
@@ -18,8 +18,10 @@
 #       paper step's HDCCF runs, and the paper's ablation and P (Fig. 4) over it, unmodulated,
 #       P into $OUT/variants-p; full: the paper step's models and the unmodulated one trained
 #       under full ranking (validation too: it chooses the epoch), with the random step's epoch
-#       counts, into $OUT/full; ablation, sensitivity, modulation: the paper's figures, on
-#       HDCCF's defaults)
+#       counts, into $OUT/full; full30: the same with a patience of 30 epochs for every model
+#       (stopping_step=30 on each label: the full step's 5 and 10 stop ENMF early), into
+#       $OUT/full too; ablation, sensitivity, modulation: the paper's figures, on HDCCF's
+#       defaults)
 #       tune (on request): TRIALS random draws from properties/hyper/<Model>.hyper for every
 #       model, each trial under the same BUDGET: the fair tuning budget (cheap on ml-100k);
 #       then $OUT/tune/best.md: each model's best trial on validation, as benchmark labels
@@ -117,6 +119,15 @@ bench_limited() {  # step folder protocol label: bench, with the step's limit fo
 }
 export -f limits bench_limited
 
+patience30_label() {  # label -> the same with stopping_step=30, in place of its own if it has one
+    local label
+    label=$(sed -E 's/stopping_step=[0-9]+/stopping_step=30/' <<< "$1")
+    if [ "$label" != "$1" ]; then echo "$label"
+    elif [[ $1 == *"]" ]]; then echo "${1%]};stopping_step=30]"
+    else echo "$1[stopping_step=30]"
+    fi
+}
+
 d128_label() {  # label -> the same at embedding size 128 (NeuMF has two sizes)
     local size=embedding_size=128
     [ "${1%%\[*}" = NeuMF ] && size="mf_embedding_size=128;mlp_embedding_size=128"
@@ -152,12 +163,16 @@ preset() {  # @ablation -> its labels, one per line
 
 main() {
     local step steps=("$@")
-    [ ${#steps[@]} -gt 0 ] || steps=(paper retest random d128 variants full ablation sensitivity modulation plots)
+    [ ${#steps[@]} -gt 0 ] || steps=(paper retest random d128 variants full full30 ablation sensitivity modulation plots)
     for step in "${steps[@]}"; do
         echo "== $step ($(date))"
         case $step in
             paper) in_parallel "$OUT/paper" paper "$PROPOSED" "${BASELINES[@]}" ;;
             full) LIMITS=full in_parallel "$OUT/full" full "$PROPOSED" "$UNMODULATED]" "${BASELINES[@]}" ;;
+            full30)
+                mapfile -t labels < <(for label in "$PROPOSED" "$UNMODULATED]" "${BASELINES[@]}"; do patience30_label "$label"; done)
+                LIMITS=full in_parallel "$OUT/full" full "${labels[@]}"
+                ;;
             retest) "$PYTHON" -m recbole_hdccf.retest --runs="$OUT/paper" --protocol=full ;;
             random)
                 LIMITS=random in_parallel "$OUT/paper-random" paper-random \
@@ -215,7 +230,7 @@ main() {
                 "$PYTHON" -m recbole_hdccf.plots sensitivity --results="$OUT/variants-p"
                 "$PYTHON" -m recbole_hdccf.plots scores --results="$OUT/modulation"
                 ;;
-            *) echo "unknown step $step: use paper, retest, random, d128, variants, full, ablation, sensitivity, modulation, plots, tune or tuned" >&2
+            *) echo "unknown step $step: use paper, retest, random, d128, variants, full, full30, ablation, sensitivity, modulation, plots, tune or tuned" >&2
                exit 2 ;;
         esac
     done

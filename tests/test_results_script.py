@@ -193,6 +193,23 @@ def test_full_step_trains_both_hdccfs_and_the_baselines_under_full_ranking_with_
     assert all("--set train_time_budget=3300" in c for c in benchmarks)
 
 
+def test_full30_step_gives_every_model_a_patience_of_30_with_the_full_steps_limits(tmp_path):
+    calls = _run(
+        tmp_path, "full30", BASELINES="BPR NeuMF[learning_rate=0.0005] LightGCN[learning_rate=0.01]"
+    )
+    hdccf = "HDCCF[ui_negatives=items;debias=False;stopping_step=30"  # its own 5, replaced
+    assert _labels_and_limits(calls) == [
+        ("BPR[stopping_step=30]", "epochs=150"),
+        (f"{hdccf};ablation=unmodulated]", "epochs=30"),
+        (f"{hdccf}]", "epochs=30"),
+        ("LightGCN[learning_rate=0.01;stopping_step=30]", "epochs=18"),
+        ("NeuMF[learning_rate=0.0005;stopping_step=30]", "epochs=40"),
+    ]
+    benchmarks = [c for c in calls if "recbole_hdccf.benchmark" in c]
+    assert len(benchmarks) == 6 and calls[-1] == benchmarks[-1]  # the report ends the step
+    assert all("--protocol=full " in c and f"--out={tmp_path}/out/full " in c for c in benchmarks)
+
+
 def test_variants_step_runs_the_published_configurations_variants_and_tables_them_with_it(
     tmp_path,
 ):
