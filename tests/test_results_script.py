@@ -174,6 +174,14 @@ def test_d128_step_runs_every_model_at_embedding_size_128_with_its_documented_li
     assert calls[-1] == f"-m recbole_hdccf.retest --runs={out} --protocol=full"
 
 
+def _full_step_benchmarks(calls, tmp_path):
+    """The benchmark calls of a full-ranking step: five runs, then the report, into out/full."""
+    benchmarks = [c for c in calls if "recbole_hdccf.benchmark" in c]
+    assert len(benchmarks) == 6 and calls[-1] == benchmarks[-1]  # the report ends the step
+    assert all("--protocol=full " in c and f"--out={tmp_path}/out/full " in c for c in benchmarks)
+    return benchmarks
+
+
 def test_full_step_trains_both_hdccfs_and_the_baselines_under_full_ranking_with_the_random_caps(
     tmp_path,
 ):
@@ -187,9 +195,7 @@ def test_full_step_trains_both_hdccfs_and_the_baselines_under_full_ranking_with_
         ("ItemKNN", ""),
         ("LightGCN[learning_rate=0.01]", "epochs=18"),
     ]
-    benchmarks = [c for c in calls if "recbole_hdccf.benchmark" in c]
-    assert len(benchmarks) == 6 and calls[-1] == benchmarks[-1]  # the report ends the step
-    assert all("--protocol=full " in c and f"--out={tmp_path}/out/full " in c for c in benchmarks)
+    benchmarks = _full_step_benchmarks(calls, tmp_path)
     assert all("--set train_time_budget=3300" in c for c in benchmarks)
 
 
@@ -205,9 +211,7 @@ def test_full30_step_gives_every_model_a_patience_of_30_with_the_full_steps_limi
         ("LightGCN[learning_rate=0.01;stopping_step=30]", "epochs=18"),
         ("NeuMF[learning_rate=0.0005;stopping_step=30]", "epochs=40"),
     ]
-    benchmarks = [c for c in calls if "recbole_hdccf.benchmark" in c]
-    assert len(benchmarks) == 6 and calls[-1] == benchmarks[-1]  # the report ends the step
-    assert all("--protocol=full " in c and f"--out={tmp_path}/out/full " in c for c in benchmarks)
+    _full_step_benchmarks(calls, tmp_path)
 
 
 def test_variants_step_runs_the_published_configurations_variants_and_tables_them_with_it(
