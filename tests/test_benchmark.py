@@ -215,8 +215,8 @@ def test_a_run_interrupted_mid_training_resumes_to_the_uninterrupted_record(
     base = {"dataset": "tiny", "config": {}, "config_files": {"BPR": [str(config_file)]}}
     spec = benchmark.RunSpec("BPR", "BPR", {"epochs": 6, "stopping_step": 6}, seed=1)
 
-    def run(folder):
-        (tmp_path / folder).mkdir()
+    def run(folder):  # in the same folder again: the next attempt of that run
+        (tmp_path / folder).mkdir(exist_ok=True)
         with restored_root_logger(), isolated(tmp_path):
             return benchmark.run_one(spec, base, tmp_path / folder)
 
@@ -233,8 +233,7 @@ def test_a_run_interrupted_mid_training_resumes_to_the_uninterrupted_record(
         run("killed")
     monkeypatch.undo()
     assert benchmark.resume_checkpoint(tmp_path / "killed") is not None
-    with restored_root_logger(), isolated(tmp_path):
-        resumed = benchmark.run_one(spec, base, tmp_path / "killed")
+    resumed = run("killed")
 
     assert whole["resumed_after_epochs"] == 0 and resumed["resumed_after_epochs"] == 3
     for key in ("test", "valid", "epochs_run", "epochs_to_best"):
