@@ -74,6 +74,8 @@ def validate_config(config, world_size=None) -> None:
 class TimeBudgetReached(StopTraining):
     """Raised from the validation callback to end ``Trainer.fit`` at the time budget."""
 
+    reason = "time_budget"
+
     def __init__(self, epoch_idx: int, elapsed: float):
         super().__init__(f"epoch {epoch_idx}, {elapsed:.0f} s")
         self.epoch_idx, self.elapsed = epoch_idx, elapsed
@@ -161,6 +163,9 @@ def run_recbole(
             f"{stop.epoch_idx} ({stop.elapsed:.0f} s): testing the best model so far"
         )
         best_valid_score, best_valid_result = trainer.best_valid_score, trainer.best_valid_result
+    # A run the budget ended, killed before its test and resumed, raises nothing: its last
+    # checkpoint kept the reason.
+    budget_reached |= getattr(trainer, "stop_reason", None) == TimeBudgetReached.reason
     test_result = trainer.evaluate(
         test_data, load_best_model=saved, show_progress=config["show_progress"]
     )

@@ -39,7 +39,13 @@ LAST_FORMAT = "recbole_hdccf.last/1"
 
 class StopTraining(Exception):  # noqa: N818 (a signal, as StopIteration, not an error)
     """Raised from ``fit``'s callback to end training as early stopping would: the last
-    checkpoint of that epoch says the run has ended, so resuming it trains nothing more."""
+    checkpoint of that epoch says the run has ended, and why (``reason``), so resuming it trains
+    nothing more and still knows what ended it."""
+
+    reason = "stopped"
+
+
+EARLY_STOPPING = "early_stopping"  # the stop reason RecBole's own early stopping leaves
 
 
 def last_checkpoint_path(best_file: str) -> str:
@@ -76,6 +82,7 @@ class ResumableTrainerMixin:
     _saving = False
     _has_valid_data = False
     _finished = False  # resumed from a run that had already ended
+    stop_reason: str | None = None  # why training ended: a StopTraining reason, EARLY_STOPPING
     _pending_generator = None  # train loader generator state to apply at the next epoch
     _train_loader = None
     _resumed_rank_states = None
@@ -112,7 +119,9 @@ class ResumableTrainerMixin:
         torch.distributed.all_gather_object(states, mine)
         return states
 
-    def last_checkpoint_state(self, epoch: int, stopped: bool, rank_states: list[dict]) -> dict:
+    def last_checkpoint_state(
+        self, epoch: int, stop_reason: str | None, rank_states: list[dict]
+    ) -> dict:
         """RecBole's checkpoint fields plus what an exact resume needs."""
         return {
             "format": LAST_FORMAT,
@@ -122,7 +131,8 @@ class ResumableTrainerMixin:
             "best_valid_score": self.best_valid_score,
             "best_valid_result": self.best_valid_result,
             "best_model_file": os.path.abspath(self.saved_model_file),
-            "stopped": stopped,
+            "stopped": stop_reason is not None,
+            "stop_reason": stop_reason,
             "state_dict": self.model.state_dict(),
             "other_parameter": self.model.other_parameter(),
             "optimizer": self.optimizer.state_dict(),
@@ -130,13 +140,13 @@ class ResumableTrainerMixin:
             "epoch_log": list(self.epoch_log),
         }
 
-    def save_last_checkpoint(self, epoch: int, stopped: bool = False) -> None:
+    def save_last_checkpoint(self, epoch: int, stop_reason: str | None = None) -> None:
         """Write the last checkpoint of ``epoch`` (every rank takes part; the first rank of each
         node writes, as RecBole does for best models)."""
         rank_states = self._all_rank_states()
         if not self.config["single_spec"] and self.config["local_rank"] != 0:
             return
-        state = self.last_checkpoint_state(epoch, stopped, rank_states)
+        state = self.last_checkpoint_state(epoch, stop_reason, rank_states)
         compat.atomic_torch_save(state, self.last_checkpoint_file)
 
     def _log_epoch(self, epoch_idx: int, valid_score=None) -> None:
@@ -150,10 +160,13 @@ class ResumableTrainerMixin:
         )
         self._epoch_clock = now
 
-    def _end_of_epoch(self, epoch_idx: int, stopped: bool = False) -> None:
+    def _end_of_epoch(self, epoch_idx: int, stop_reason: str | None = None) -> None:
+        if stop_reason is None and self.cur_step > self.stopping_step:
+            stop_reason = EARLY_STOPPING
+        if self._in_fit:
+            self.stop_reason = stop_reason
         if self._in_fit and self._saving:
-            stopped = stopped or self.cur_step > self.stopping_step
-            self.save_last_checkpoint(epoch_idx, stopped=stopped)
+            self.save_last_checkpoint(epoch_idx, stop_reason=stop_reason)
 
     def _evaluates_after(self, epoch_idx: int) -> bool:
         """Whether RecBole's ``fit`` evaluates after training epoch ``epoch_idx``."""
@@ -176,15 +189,15 @@ class ResumableTrainerMixin:
             # The callback first: a kill between it and the save repeats the epoch on resume,
             # never skips what the callback records. StopTraining (a time budget) ends the run.
             self._log_epoch(epoch_idx, valid_score)
-            stopped = False
+            stop_reason = None
             try:
                 if callback_fn:
                     callback_fn(epoch_idx, valid_score)
-            except StopTraining:
-                stopped = True
+            except StopTraining as stop:
+                stop_reason = stop.reason
                 raise
             finally:
-                self._end_of_epoch(epoch_idx, stopped=stopped)
+                self._end_of_epoch(epoch_idx, stop_reason=stop_reason)
 
         self._in_fit, self._saving, self._has_valid_data = True, saved, bool(valid_data)
         self._epoch_clock = monotonic()
@@ -233,13 +246,16 @@ class ResumableTrainerMixin:
         self.saved_model_file = checkpoint.get("best_model_file") or resume_file
         self._restore_rank_state(checkpoint.get("rank_states"))
         self.epoch_log = list(checkpoint.get("epoch_log") or [])  # a best file has none
+        # Last checkpoints written before stop reasons existed say only "stopped".
         stopped = checkpoint.get("stopped", False)
+        self.stop_reason = checkpoint.get("stop_reason") or ("stopped" if stopped else None)
         self._finished = checkpoint.get("format") == LAST_FORMAT and (
             stopped or self.start_epoch >= self.epochs
         )
+        ended = f"training had ended ({self.stop_reason or 'its epochs were done'})"
         self.logger.info(
             f"Checkpoint {resume_file} loaded: "
-            + ("training had ended" if self._finished else f"resume from epoch {self.start_epoch}")
+            + (ended if self._finished else f"resume from epoch {self.start_epoch}")
             + f"; best models go to {self.saved_model_file}"
         )
 

@@ -20,7 +20,12 @@ from recbole.trainer import Trainer
 
 import recbole_hdccf  # noqa: F401
 from recbole_hdccf.compat import load_checkpoint
-from recbole_hdccf.trainer import LAST_FORMAT, ResumableTrainer, last_checkpoint_path
+from recbole_hdccf.trainer import (
+    EARLY_STOPPING,
+    LAST_FORMAT,
+    ResumableTrainer,
+    last_checkpoint_path,
+)
 
 SCRIPT = REPO_ROOT / "run_recbole_hdccf.py"
 
@@ -46,7 +51,7 @@ def test_last_checkpoint_after_every_epoch_holds_everything(small_config_dict):
     assert last.name.endswith("-last.pth") and _last_files(last.parent) == [last]
     state = load_checkpoint(last)
     assert state["format"] == LAST_FORMAT
-    assert state["epoch"] == 2 and state["stopped"] is False
+    assert state["epoch"] == 2 and state["stopped"] is False and state["stop_reason"] is None
     assert state["best_model_file"] == os.path.abspath(trainer.saved_model_file)
     assert state["best_valid_score"] == trainer.best_valid_score
     assert state["best_valid_result"] == run.best_valid_result
@@ -71,7 +76,7 @@ def test_no_last_checkpoint_without_saving(small_config_dict):
     assert not Path(run.trainer.last_checkpoint_file).exists()
 
 
-def test_resuming_a_finished_run_keeps_the_best_model(small_config_dict):
+def test_resuming_a_finished_run_keeps_the_best_model(small_config_dict, tmp_path):
     """A last checkpoint of a run that had ended (all epochs, or early stopping) trains nothing
     more, and RecBole's 'save the current model as best' at the start of fit is skipped."""
     config = {**small_config_dict, "epochs": 4, "stopping_step": 0, "learning_rate": 0.05}
@@ -79,14 +84,27 @@ def test_resuming_a_finished_run_keeps_the_best_model(small_config_dict):
     last = done.trainer.last_checkpoint_file
     best = done.trainer.saved_model_file
     before = _digest(best)
+    state = load_checkpoint(last)
+    assert state["epoch"] < 3 and state["stop_reason"] == EARLY_STOPPING  # patience 0 fired
     again = build_run("HDCCF", config)
     again.trainer.resume_checkpoint(last)
     assert again.trainer.saved_model_file == os.path.abspath(best)
+    assert again.trainer.stop_reason == EARLY_STOPPING
     fit_run(again)
     assert again.train_losses == {}  # nothing trained
     assert _digest(best) == before
     assert again.best_valid_result == done.best_valid_result
     assert again.test_result == done.test_result
+
+    # a last checkpoint from before stop reasons were kept says only that the run stopped
+    del state["stop_reason"]
+    older = tmp_path / "older-last.pth"
+    torch.save(state, older)
+    once_more = build_run("HDCCF", config)
+    once_more.trainer.resume_checkpoint(older)
+    assert once_more.trainer.stop_reason == "stopped"
+    fit_run(once_more)
+    assert once_more.train_losses == {}
 
 
 def test_resume_from_a_best_file_follows_recbole(small_config_dict):

@@ -58,13 +58,15 @@ def test_a_resumed_runs_earlier_epochs_count_against_the_budget(monkeypatch, bud
 
 
 def test_a_run_the_budget_ended_resumes_to_nothing_more(small_config_dict, monkeypatch):
-    """Its last checkpoint says it ended (as early stopping would), with the epochs' seconds."""
+    """Its last checkpoint says it ended (as early stopping would) and why, with the epochs'
+    seconds: a run killed between the budget's stop and its test resumes to the same record."""
     clock = itertools.count(0, 10)
     monkeypatch.setattr(quick_start, "monotonic", lambda: float(next(clock)))
     stopped, _ = _run(small_config_dict, epochs=50, train_time_budget=25)
     monkeypatch.undo()
     last = load_checkpoint(stopped["last_checkpoint"])
     assert last["epoch"] == 1 and last["stopped"] is True
+    assert last["stop_reason"] == quick_start.TimeBudgetReached.reason
     assert (
         [e["epoch"] for e in last["epoch_log"]]
         == [0, 1]
@@ -74,6 +76,7 @@ def test_a_run_the_budget_ended_resumes_to_nothing_more(small_config_dict, monke
         small_config_dict, epochs=50, train_time_budget=25, resume=stopped["last_checkpoint"]
     )
     assert epochs == [] and resumed["resumed_after_epochs"] == 2
+    assert resumed["time_budget_reached"] is True
     assert resumed["test_result"] == stopped["test_result"]
     assert resumed["best_valid_result"] == stopped["best_valid_result"]
 
