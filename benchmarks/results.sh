@@ -5,9 +5,11 @@
 #
 #   bash benchmarks/results.sh [STEP ...]     (from the repository root)
 #
-# STEP: paper | retest | random | d128 | variants | full | full30 | ablation | sensitivity |
-#       modulation | plots | tune | tuned
-#       (default: all, in that order; retest: the paper runs' best checkpoints tested under full
+# STEP: paper | paper30 | retest | random | d128 | variants | full | full30 | ablation |
+#       sensitivity | modulation | plots | tune | tuned
+#       (default: all, in that order; paper30: the paper step with a patience of 30 epochs for
+#       every model (stopping_step=30 on each label: ENMF's 10 stops it while it still rises), into
+#       $OUT/paper too; retest: the paper runs' best checkpoints tested under full
 #       ranking without training again, into $OUT/paper/retest-full; random: the unmodulated
 #       published configuration and the baselines held out at random (--protocol=paper-random,
 #       the other reading of the paper's "leave one out"), into $OUT/paper-random, each model
@@ -163,11 +165,15 @@ preset() {  # @ablation -> its labels, one per line
 
 main() {
     local step steps=("$@")
-    [ ${#steps[@]} -gt 0 ] || steps=(paper retest random d128 variants full full30 ablation sensitivity modulation plots)
+    [ ${#steps[@]} -gt 0 ] || steps=(paper paper30 retest random d128 variants full full30 ablation sensitivity modulation plots)
     for step in "${steps[@]}"; do
         echo "== $step ($(date))"
         case $step in
             paper) in_parallel "$OUT/paper" paper "$PROPOSED" "${BASELINES[@]}" ;;
+            paper30)
+                mapfile -t labels < <(for label in "$PROPOSED" "${BASELINES[@]}"; do patience30_label "$label"; done)
+                in_parallel "$OUT/paper" paper "${labels[@]}"
+                ;;
             full) LIMITS=full in_parallel "$OUT/full" full "$PROPOSED" "$UNMODULATED]" "${BASELINES[@]}" ;;
             full30)
                 mapfile -t labels < <(for label in "$PROPOSED" "$UNMODULATED]" "${BASELINES[@]}"; do patience30_label "$label"; done)
@@ -230,7 +236,7 @@ main() {
                 "$PYTHON" -m recbole_hdccf.plots sensitivity --results="$OUT/variants-p"
                 "$PYTHON" -m recbole_hdccf.plots scores --results="$OUT/modulation"
                 ;;
-            *) echo "unknown step $step: use paper, retest, random, d128, variants, full, full30, ablation, sensitivity, modulation, plots, tune or tuned" >&2
+            *) echo "unknown step $step: use paper, paper30, retest, random, d128, variants, full, full30, ablation, sensitivity, modulation, plots, tune or tuned" >&2
                exit 2 ;;
         esac
     done

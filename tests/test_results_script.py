@@ -85,6 +85,19 @@ def test_paper_step_runs_each_label_then_tables_them_all(tmp_path):
     )
 
 
+def test_paper30_step_gives_the_paper_steps_models_a_patience_of_30_into_its_folder(tmp_path):
+    calls = _run(tmp_path, "paper30", BASELINES="BPR ENMF[dropout_prob=0.3]")
+    benchmarks = [c for c in calls if "recbole_hdccf.benchmark" in c]
+    assert all(f"--out={tmp_path}/out/paper " in c for c in benchmarks)
+    assert all("--protocol=paper " in c and "--set train_time_budget=3300" in c for c in benchmarks)
+    assert _labels_and_limits(calls) == [  # the budget only: no per-model limit
+        ("BPR[stopping_step=30]", ""),
+        ("ENMF[dropout_prob=0.3;stopping_step=30]", ""),
+        ("HDCCF[ui_negatives=items;debias=False;stopping_step=30]", ""),
+    ]
+    assert calls[-1] == benchmarks[-1] and "--report_only" in calls[-1]
+
+
 def test_tune_gets_bare_model_names_and_their_yaml(tmp_path):
     calls = _run(tmp_path, "tune", BASELINES="BPR LightGCN[learning_rate=0.01]", JOBS="1")
     searches = [c for c in calls if "--model=" in c]
