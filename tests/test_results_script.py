@@ -71,7 +71,7 @@ def test_paper_step_runs_each_label_then_tables_them_all(tmp_path):
             "HDCCF[ui_negatives=items;debias=False;stopping_step=5]",
             "BPR",
             "NeuMF[learning_rate=0.0005]",
-            "ENMF[dropout_prob=0.3]",
+            "ENMF[dropout_prob=0.3;stopping_step=30]",
             "LightGCN[learning_rate=0.01]",
             "SimpleX[train_batch_size=26112;learning_rate=0.005]",
         ]
@@ -80,13 +80,14 @@ def test_paper_step_runs_each_label_then_tables_them_all(tmp_path):
     assert len(report) == 1
     assert report[0].split("--models=")[1].split(" ")[0] == (
         "HDCCF[ui_negatives=items;debias=False;stopping_step=5],"
-        "BPR,NeuMF[learning_rate=0.0005],ENMF[dropout_prob=0.3],LightGCN[learning_rate=0.01],"
+        "BPR,NeuMF[learning_rate=0.0005],ENMF[dropout_prob=0.3;stopping_step=30],"
+        "LightGCN[learning_rate=0.01],"
         "SimpleX[train_batch_size=26112;learning_rate=0.005]"
     )
 
 
 def test_paper30_step_gives_the_paper_steps_models_a_patience_of_30_into_its_folder(tmp_path):
-    calls = _run(tmp_path, "paper30", BASELINES="BPR ENMF[dropout_prob=0.3]")
+    calls = _run(tmp_path, "paper30", BASELINES="BPR ENMF[dropout_prob=0.3;stopping_step=10]")
     benchmarks = [c for c in calls if "recbole_hdccf.benchmark" in c]
     assert all(f"--out={tmp_path}/out/paper " in c for c in benchmarks)
     assert all("--protocol=paper " in c and "--set train_time_budget=3300" in c for c in benchmarks)
