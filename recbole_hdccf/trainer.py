@@ -161,11 +161,12 @@ class ResumableTrainerMixin:
         self._epoch_clock = now
 
     def _end_of_epoch(self, epoch_idx: int, stop_reason: str | None = None) -> None:
+        if not self._in_fit:
+            return
         if stop_reason is None and self.cur_step > self.stopping_step:
             stop_reason = EARLY_STOPPING
-        if self._in_fit:
-            self.stop_reason = stop_reason
-        if self._in_fit and self._saving:
+        self.stop_reason = stop_reason
+        if self._saving:
             self.save_last_checkpoint(epoch_idx, stop_reason=stop_reason)
 
     def _evaluates_after(self, epoch_idx: int) -> bool:
