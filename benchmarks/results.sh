@@ -133,6 +133,11 @@ patience30_label() {  # label -> the same with stopping_step=30, in place of its
     fi
 }
 
+patience30_labels() {  # label... -> each with stopping_step=30, one per line
+    local label
+    for label; do patience30_label "$label"; done
+}
+
 d128_label() {  # label -> the same at embedding size 128 (NeuMF has two sizes)
     local size=embedding_size=128
     [ "${1%%\[*}" = NeuMF ] && size="mf_embedding_size=128;mlp_embedding_size=128"
@@ -174,12 +179,12 @@ main() {
         case $step in
             paper) in_parallel "$OUT/paper" paper "$PROPOSED" "${BASELINES[@]}" ;;
             paper30)
-                mapfile -t labels < <(for label in "$PROPOSED" "${BASELINES[@]}"; do patience30_label "$label"; done)
+                mapfile -t labels < <(patience30_labels "$PROPOSED" "${BASELINES[@]}")
                 in_parallel "$OUT/paper" paper "${labels[@]}"
                 ;;
             full) LIMITS=full in_parallel "$OUT/full" full "$PROPOSED" "$UNMODULATED]" "${BASELINES[@]}" ;;
             full30)
-                mapfile -t labels < <(for label in "$PROPOSED" "$UNMODULATED]" "${BASELINES[@]}"; do patience30_label "$label"; done)
+                mapfile -t labels < <(patience30_labels "$PROPOSED" "$UNMODULATED]" "${BASELINES[@]}")
                 LIMITS=full in_parallel "$OUT/full" full "${labels[@]}"
                 ;;
             retest) "$PYTHON" -m recbole_hdccf.retest --runs="$OUT/paper" --protocol=full ;;

@@ -61,6 +61,15 @@ def _labels_and_limits(calls):
     return sorted(c.split("--models=")[1].partition(" --set ")[::2] for c in runs)
 
 
+def _step_benchmarks(calls, out, protocol, runs):
+    """The benchmark calls of a step: ``runs`` runs, then the report, all into ``out``."""
+    benchmarks = [c for c in calls if "recbole_hdccf.benchmark" in c]
+    assert len(benchmarks) == runs + 1 and calls[-1] == benchmarks[-1]  # the report ends it
+    assert "--report_only" in benchmarks[-1]
+    assert all(f"--protocol={protocol} " in c and f"--out={out} " in c for c in benchmarks)
+    return benchmarks
+
+
 def test_paper_step_runs_each_label_then_tables_them_all(tmp_path):
     calls = _run(tmp_path, "paper")
     runs = [c for c in calls if "--report_only" not in c]
@@ -88,15 +97,13 @@ def test_paper_step_runs_each_label_then_tables_them_all(tmp_path):
 
 def test_paper30_step_gives_the_paper_steps_models_a_patience_of_30_into_its_folder(tmp_path):
     calls = _run(tmp_path, "paper30", BASELINES="BPR ENMF[dropout_prob=0.3;stopping_step=10]")
-    benchmarks = [c for c in calls if "recbole_hdccf.benchmark" in c]
-    assert all(f"--out={tmp_path}/out/paper " in c for c in benchmarks)
-    assert all("--protocol=paper " in c and "--set train_time_budget=3300" in c for c in benchmarks)
+    benchmarks = _step_benchmarks(calls, tmp_path / "out" / "paper", "paper", runs=3)
+    assert all("--set train_time_budget=3300" in c for c in benchmarks)
     assert _labels_and_limits(calls) == [  # the budget only: no per-model limit
         ("BPR[stopping_step=30]", ""),
         ("ENMF[dropout_prob=0.3;stopping_step=30]", ""),
         ("HDCCF[ui_negatives=items;debias=False;stopping_step=30]", ""),
     ]
-    assert calls[-1] == benchmarks[-1] and "--report_only" in calls[-1]
 
 
 def test_tune_gets_bare_model_names_and_their_yaml(tmp_path):
@@ -188,14 +195,6 @@ def test_d128_step_runs_every_model_at_embedding_size_128_with_its_documented_li
     assert calls[-1] == f"-m recbole_hdccf.retest --runs={out} --protocol=full"
 
 
-def _full_step_benchmarks(calls, tmp_path):
-    """The benchmark calls of a full-ranking step: five runs, then the report, into out/full."""
-    benchmarks = [c for c in calls if "recbole_hdccf.benchmark" in c]
-    assert len(benchmarks) == 6 and calls[-1] == benchmarks[-1]  # the report ends the step
-    assert all("--protocol=full " in c and f"--out={tmp_path}/out/full " in c for c in benchmarks)
-    return benchmarks
-
-
 def test_full_step_trains_both_hdccfs_and_the_baselines_under_full_ranking_with_the_random_caps(
     tmp_path,
 ):
@@ -209,7 +208,7 @@ def test_full_step_trains_both_hdccfs_and_the_baselines_under_full_ranking_with_
         ("ItemKNN", ""),
         ("LightGCN[learning_rate=0.01]", "epochs=18"),
     ]
-    benchmarks = _full_step_benchmarks(calls, tmp_path)
+    benchmarks = _step_benchmarks(calls, tmp_path / "out" / "full", "full", runs=5)
     assert all("--set train_time_budget=3300" in c for c in benchmarks)
 
 
@@ -225,7 +224,7 @@ def test_full30_step_gives_every_model_a_patience_of_30_with_the_full_steps_limi
         ("LightGCN[learning_rate=0.01;stopping_step=30]", "epochs=18"),
         ("NeuMF[learning_rate=0.0005;stopping_step=30]", "epochs=40"),
     ]
-    _full_step_benchmarks(calls, tmp_path)
+    _step_benchmarks(calls, tmp_path / "out" / "full", "full", runs=5)
 
 
 def test_variants_step_runs_the_published_configurations_variants_and_tables_them_with_it(
