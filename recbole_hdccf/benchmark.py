@@ -23,8 +23,9 @@ as they ran, with one warning per distinct change); with ``--merge_runs=OTHER/ru
 
 ``--threads=N`` gives every run N torch threads. Each record keeps ``torch_threads`` and the
 seconds of a fixed reference workload timed just before and after training
-(``machine_speed.py``): a ``train_time_budget`` is wall-clock, and the table notes when the runs
-it stopped saw different machine speeds.
+(``machine_speed.py``), and ``freed_memory_kept`` (``allocator.py``): a ``train_time_budget`` is
+wall-clock, and the table notes when the runs it stopped saw different machine speeds or
+allocator settings.
 
 The proposed model, whose improvement over the best baseline and p-value the table gives, is the
 first HDCCF label in ``--models`` (``--proposed`` picks another); every other HDCCF label is a
@@ -64,6 +65,7 @@ COST_COLUMNS = (
     "torch_threads",
     "reference_seconds_before",
     "reference_seconds_after",
+    "freed_memory_kept",
 )
 PROPOSED = "HDCCF"
 ABLATION_MODELS = ",".join(
@@ -142,6 +144,7 @@ def run_one(spec: RunSpec, base: dict, workdir: Path) -> dict:
     import torch
 
     import recbole_hdccf  # noqa: F401
+    from recbole_hdccf.allocator import freed_memory_kept
     from recbole_hdccf.machine_speed import reference_seconds
     from recbole_hdccf.quick_start import run_recbole
 
@@ -204,6 +207,7 @@ def run_one(spec: RunSpec, base: dict, workdir: Path) -> dict:
         "torch_threads": torch.get_num_threads(),
         "reference_seconds_before": speed_before,
         "reference_seconds_after": speed_after,
+        "freed_memory_kept": freed_memory_kept(),
         "checkpoint": result["checkpoint"],
         "config": {k: _jsonable(v) for k, v in config.final_config_dict.items()},
     }

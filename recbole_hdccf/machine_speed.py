@@ -9,7 +9,10 @@ saw different speeds says so (``speed_note``).
 
 The workload is what the models here spend their time on (an embedding gather, a scoring matmul,
 a softmax loss and its backward), on one torch thread whatever the run's own thread count, so
-the figure compares machines and moments, not settings.
+the figure compares machines and moments, not settings. Its 64 MiB score matrix is also timed
+with the process's allocator setting (``allocator.py``): with freed memory kept it took 0.040 s
+against 0.065 s with glibc's defaults (2026-12-07), so compare it only between runs with the
+same ``freed_memory_kept``.
 """
 
 from __future__ import annotations
@@ -61,7 +64,8 @@ def run_speed(record: dict) -> float | None:
 
 def speed_note(records: list[dict]) -> str | None:
     """A table note when the runs that a time budget stopped saw machine speeds more than
-    ``SPEED_SPREAD_WARNING`` apart, or ran on different thread counts; None otherwise."""
+    ``SPEED_SPREAD_WARNING`` apart, ran on different thread counts, or some kept freed memory
+    (``allocator.py``) and some did not; None otherwise."""
     stopped = [r for r in records if r.get("status") == "ok" and r.get("time_budget_reached")]
     notes = []
     known = {(r["label"], r["seed"]): speed for r in stopped if (speed := run_speed(r))}
@@ -81,5 +85,13 @@ def speed_note(records: list[dict]) -> str | None:
         notes.append(
             f"the runs the time budget stopped used different torch thread counts {threads} "
             "(torch_threads in runs.csv; --threads sets it)"
+        )
+    kept = [bool(r.get("freed_memory_kept")) for r in stopped]
+    if any(kept) and not all(kept):
+        without = sorted({r["label"] for r in stopped if not r.get("freed_memory_kept")})
+        notes.append(
+            "some runs the time budget stopped had glibc's allocator defaults "
+            f"({', '.join(without)}) and the others kept freed memory, which buys some models "
+            "more epochs in the same budget (freed_memory_kept in runs.csv; docs/speed.md)"
         )
     return "; ".join(notes) if notes else None

@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import benchmark_args, write_benchmark_config
 
-from recbole_hdccf import benchmark
+from recbole_hdccf import allocator, benchmark
 
 
 def _args(tiny_data_path, tmp_path, out, models):
@@ -51,6 +51,8 @@ def test_benchmark_end_to_end_table_failures_and_resume(finished_benchmark, tmp_
         assert r["config"]["model"] == r["model"] and r["config"]["seed"] == r["seed"]
         assert r["reference_seconds_before"] > 0 and r["reference_seconds_after"] > 0
         assert r["torch_threads"] >= 1
+        # the run's process inherited this one's environment, so its allocator setting too
+        assert r["freed_memory_kept"] is allocator.freed_memory_kept()
     failed = [r for r in records if r["status"] == "failed"]
     assert len(failed) == 2 and all("tau" in r["error"] for r in failed)
 
@@ -74,7 +76,10 @@ def test_benchmark_end_to_end_table_failures_and_resume(finished_benchmark, tmp_
     assert "HDCCF[tau=-1] seed 1 failed" in table
     csv_lines = (out / "runs.csv").read_text().splitlines()
     assert len(csv_lines) == 1 + 6
-    assert "torch_threads,reference_seconds_before,reference_seconds_after" in csv_lines[0]
+    assert (
+        "torch_threads,reference_seconds_before,reference_seconds_after,freed_memory_kept"
+        in csv_lines[0]
+    )
 
     # Started again: every finished run, failed ones too, is skipped; nothing is retrained.
     assert benchmark.main(args) == 0

@@ -74,6 +74,13 @@ def test_speed_note_names_the_spread_of_budget_stopped_runs():
     threads = machine_speed.speed_note(even + [_run("NeuMF", 1, 0.11, 0.11, threads=2)])
     assert "thread counts [1, 2]" in threads
 
+    # Freed memory kept by all or by none: nothing to say; by some: the others are named.
+    kept = [{**r, "freed_memory_kept": True} for r in even]
+    assert machine_speed.speed_note(kept) is None
+    mixed = machine_speed.speed_note(kept[:1] + even[1:])  # BPR's record predates the field
+    assert "allocator defaults (BPR)" in mixed and "kept freed memory" in mixed
+    assert machine_speed.speed_note([kept[0], {**even[1], "time_budget_reached": False}]) is None
+
 
 def test_table_carries_the_speed_note():
     records = [_run("HDCCF", 1, 0.1, 0.1), _run("BPR", 1, 0.2, 0.2)]
