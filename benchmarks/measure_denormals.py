@@ -55,11 +55,9 @@ def main() -> None:
 
     import recbole_hdccf  # noqa: F401
     from recbole_hdccf.benchmark import parse_value
-    from recbole_hdccf.paths import properties_dir, protocol_file
+    from recbole_hdccf.paths import model_files, protocol_file
 
-    files = [str(protocol_file(args.protocol))]  # as the benchmark layers them
-    model_yaml = properties_dir() / "model" / f"{args.model}.yaml"
-    files += [str(model_yaml)] if model_yaml.is_file() else []
+    files = [str(protocol_file(args.protocol)), *model_files(args.model)]  # as the benchmark
     config = Config(
         model=args.model,
         dataset=args.dataset,

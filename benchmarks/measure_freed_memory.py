@@ -44,14 +44,12 @@ def child(args) -> None:
     import recbole_hdccf  # noqa: F401 (applies the allocator setting from the environment)
     from recbole_hdccf.allocator import freed_memory_kept
     from recbole_hdccf.benchmark import parse_models
-    from recbole_hdccf.paths import properties_dir, protocol_file
+    from recbole_hdccf.paths import model_files, protocol_file
     from recbole_hdccf.trainer import resumable
 
     torch.set_num_threads(args.threads)
     [(label, model_name, overrides)] = parse_models(args.model)
-    files = [str(protocol_file(args.protocol))]  # as the benchmark layers them
-    model_yaml = properties_dir() / "model" / f"{model_name}.yaml"
-    files += [str(model_yaml)] if model_yaml.is_file() else []
+    files = [str(protocol_file(args.protocol)), *model_files(model_name)]  # as the benchmark
     config = Config(
         model=model_name,
         dataset=args.dataset,

@@ -504,7 +504,7 @@ def _record_from_row(row: dict) -> dict:
 
 # ------------------------------------------------------------------------------------ driver
 def build_base(args) -> dict:
-    from recbole_hdccf.paths import properties_dir, protocol_file
+    from recbole_hdccf.paths import model_files, protocol_file
 
     config = {k: parse_value(v) for k, v in (pair.split("=", 1) for pair in args.set or [])}
     if args.data_path:
@@ -513,8 +513,7 @@ def build_base(args) -> dict:
     common += [os.path.abspath(p) for p in (args.config_files or "").split()]
     files = {}
     for _, model, _ in parse_models(args.models):
-        model_yaml = properties_dir() / "model" / f"{model}.yaml"
-        files[model] = common + ([str(model_yaml)] if model_yaml.is_file() else [])
+        files[model] = common + model_files(model)
     digests = {path: _digest(path) for paths in files.values() for path in paths}
     return {
         "dataset": args.dataset,

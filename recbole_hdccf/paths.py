@@ -31,3 +31,10 @@ def protocol_file(name: str) -> Path:
             f"unknown protocol preset {name!r}; choose one of {known}, or give a yaml file's path"
         )
     return path
+
+
+def model_files(model: str) -> list[str]:
+    """The plugin's settings for a RecBole baseline, ``[properties/model/<model>.yaml]``, or ``[]``
+    where it has none (HDCCF reads ``properties/HDCCF.yaml`` by itself)."""
+    path = properties_dir() / "model" / f"{model}.yaml"
+    return [str(path)] if path.is_file() else []

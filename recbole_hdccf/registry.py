@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recbole_hdccf.candidates import CONFIG_KEY as CANDIDATES_KEY
-from recbole_hdccf.paths import properties_dir
+from recbole_hdccf.paths import model_files, properties_dir
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ def model_settings(name: str) -> dict[str, list[str]]:
     sources: dict[str, list[str]] = {}
     plugin = PLUGIN_MODELS.get(name)
     yamls = [_recbole_root() / "properties" / "model" / f"{name}.yaml"]
-    yamls += [plugin.yaml] if plugin else [properties_dir() / "model" / f"{name}.yaml"]
+    yamls += [plugin.yaml] if plugin else [Path(file) for file in model_files(name)]
     for path in yamls:
         if path.is_file():
             sources[str(path)] = sorted(_yaml_keys([path]))
