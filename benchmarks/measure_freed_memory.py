@@ -3,13 +3,14 @@ training steps: time, system time, page faults, peak memory and the loss.
 
 Each model trains in fresh processes, alternately with glibc's defaults
 (``RECBOLE_HDCCF_KEEP_FREED_MEMORY=0``) and with freed memory kept (the default), ``--rounds``
-times each, in the order AB BA AB ..., so both settings see the same machine. A process builds the model on real data
-(seed 2020), trains ``--warmup`` steps, then times ``--steps`` more (data loading included), and
-prints one JSON line; the parent prints a table of medians over the rounds (wall-clock ms per
-step, the median step of a process; and CPU ms per step, user + system time over the timed steps,
-which a busy machine disturbs less). The loss after the
-timed steps must be the same under both settings: the allocator changes where memory comes from,
-not what is computed.
+times each, in the order AB BA AB ..., so both settings see the same machine. A process builds
+the model on real data (seed 2020), trains ``--warmup`` steps, then times ``--steps`` more (data
+loading included), and prints one JSON line; the parent prints a table of medians over the
+rounds (wall-clock ms per step, the median step of a process; and CPU ms per step, user + system
+time over the timed steps, which a busy machine disturbs less). The loss after the timed steps
+must be the same under both settings: the allocator changes where memory comes from, not what
+is computed. Short runs exaggerate the gain for models whose blocks stay under 32 MiB (glibc's
+threshold catches up after the first steps: ``docs/speed.md``).
 
     python benchmarks/measure_freed_memory.py --models="ENMF[dropout_prob=0.3],BPR" --rounds=2
 """
@@ -26,8 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-
-ENV_VAR = "RECBOLE_HDCCF_KEEP_FREED_MEMORY"
 
 
 def child(args) -> None:
@@ -111,6 +110,8 @@ def run_child(args, model: str, keep: bool) -> dict:
     command = [sys.executable, os.path.abspath(__file__), "--child", f"--model={model}"]
     for key in ("dataset", "data_path", "protocol", "warmup", "steps", "threads"):
         command.append(f"--{key}={getattr(args, key)}")
+    from recbole_hdccf.allocator import ENV_VAR
+
     env = {**os.environ, ENV_VAR: "1" if keep else "0", "OMP_NUM_THREADS": str(args.threads)}
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
