@@ -16,6 +16,16 @@ excludes (for ``Sampler``: every item of the user in this phase's and the earlie
 interactions; for ``RepeatableSampler``: the held-out item of the row). The global numpy state is
 neither read nor changed.
 
+With fixed candidates a batch is a function of its users alone, so :func:`install` also makes
+``NegSampleEvalDataLoader.collate_fn`` build each validation batch once and hand out copies of it
+at later validations. RecBole builds a sampled-evaluation batch user by user (a draw and an
+``Interaction`` repeat each), which made validation cost as much as a training epoch for fast
+models (ENMF, BPR); the copies hold the same values, so results do not change
+(``tests/test_protocol.py``). The cost is memory: the validation batches of one run (ML-1M under
+``uni99``: 604,000 rows). Batches are built afresh at test time (once a run), and where they are
+not a function of the index: RecBole's redraw, a data transform (``transform``), or worker
+processes (``worker > 0``), whose copies of the loader do not last.
+
 ``fixed_eval_candidates: False`` in the config restores RecBole's behaviour; absent or ``None``
 means ``True``. Full-ranking evaluation (``mode: full``) draws nothing and is untouched.
 """
@@ -134,13 +144,58 @@ def _uses_fixed_candidates(loader) -> bool:
     )
 
 
+def _batch_cache(loader) -> dict | None:
+    """The loader's built batches by index, or None where a batch is not a function of its index.
+    The cache starts afresh when anything else a batch depends on changes (seed, sampling
+    settings after ``update_config``, data set, sampler)."""
+    from recbole.data.transform import Equal
+
+    if loader.num_workers or type(loader.transform) is not Equal:
+        return None
+    # Validation repeats every epoch; a test runs once, where a cache would only hold memory.
+    if not _uses_fixed_candidates(loader) or loader._sampler.phase != "valid":
+        return None
+    signature = (
+        loader.config["seed"],
+        repr(loader.neg_sample_args),
+        id(loader._dataset),
+        id(loader._sampler),
+    )
+    held = loader.__dict__.get("_recbole_hdccf_batches")
+    if held is None or held[0] != signature:
+        held = (signature, {})
+        loader.__dict__["_recbole_hdccf_batches"] = held
+    return held[1]
+
+
+def _copy_batch(batch):
+    """Fresh tensors, so that a caller changing a batch in place cannot change a later one."""
+    from recbole.data.interaction import Interaction
+
+    interaction, *rest = batch
+    copied = Interaction({key: value.clone() for key, value in interaction.interaction.items()})
+    return (copied, *(None if part is None else part.clone() for part in rest))
+
+
 def install() -> None:
-    """Make ``NegSampleEvalDataLoader`` draw fixed candidates (idempotent)."""
+    """Make ``NegSampleEvalDataLoader`` draw fixed candidates and build each batch once
+    (idempotent)."""
     from recbole.data.dataloader.general_dataloader import NegSampleEvalDataLoader
 
     original = NegSampleEvalDataLoader._neg_sampling
     if getattr(original, "__recbole_hdccf__", False):
         return
+    original_collate = NegSampleEvalDataLoader.collate_fn
+
+    @functools.wraps(original_collate)
+    def collate_fn(self, index):
+        cache = _batch_cache(self)
+        if cache is None:
+            return original_collate(self, index)
+        key = tuple(int(i) for i in index)
+        if key not in cache:
+            cache[key] = original_collate(self, index)
+        return _copy_batch(cache[key])
 
     @functools.wraps(original)
     def _neg_sampling(self, inter_feat):
@@ -156,4 +211,6 @@ def install() -> None:
         return self.sampling_func(inter_feat, negatives)
 
     _neg_sampling.__recbole_hdccf__ = True
+    collate_fn.__recbole_hdccf__ = True
     NegSampleEvalDataLoader._neg_sampling = _neg_sampling
+    NegSampleEvalDataLoader.collate_fn = collate_fn

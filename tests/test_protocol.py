@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_model, init_seed
@@ -333,6 +334,118 @@ def test_trainer_evaluations_agree(data_path):
     assert trainer.evaluate(test, load_best_model=False) == first
 
 
+def _built_afresh(loader):
+    """Every batch of ``loader`` built by RecBole's own collate_fn (with the fixed negatives)."""
+    from recbole.data.dataloader.general_dataloader import NegSampleEvalDataLoader
+
+    build = NegSampleEvalDataLoader.collate_fn.__wrapped__
+    return [build(loader, index) for index in loader.batch_sampler]
+
+
+def _batches_equal(a, b) -> bool:
+    if len(a) != len(b):
+        return False
+    for (inter_a, *rest_a), (inter_b, *rest_b) in zip(a, b, strict=True):
+        if set(inter_a.interaction) != set(inter_b.interaction):
+            return False
+        if not all(torch.equal(inter_a[k], inter_b[k]) for k in inter_a.interaction):
+            return False
+        if not all(torch.equal(x, y) for x, y in zip(rest_a, rest_b, strict=True)):
+            return False
+    return True
+
+
+def test_batches_are_built_once_and_equal_to_recboles(data_path, monkeypatch):
+    _, _, valid, _ = _loaders(data_path, eval_batch_size=1000)
+    draws = []
+    draw = valid._neg_sampling
+    monkeypatch.setattr(valid, "_neg_sampling", lambda data: draws.append(1) or draw(data))
+    first = list(valid)
+    assert len(draws) == N_USERS and len(first) > 1
+    np.random.random(10)
+    state = np.random.get_state()
+    second = list(valid)
+    assert len(draws) == N_USERS, "the second evaluation built its batches again"
+    assert _state_equal(np.random.get_state(), state)
+    assert _batches_equal(first, second)
+    assert _batches_equal(second, _built_afresh(valid))
+
+
+def test_a_batch_changed_in_place_does_not_change_the_next_evaluation(data_path):
+    _, _, valid, _ = _loaders(data_path)
+    expected = _built_afresh(valid)
+    for interaction, row_idx, positive_u, positive_i in valid:
+        positive_u.zero_()
+        for value in interaction.interaction.values():
+            value.zero_()
+        row_idx.zero_()
+        positive_i.zero_()
+    assert _batches_equal(list(valid), expected)
+
+
+def test_a_batch_is_cached_by_its_users(data_path):
+    """Any grouping of users (another eval_batch_size, a distributed share) gets its own batch."""
+    from recbole.data.dataloader.general_dataloader import NegSampleEvalDataLoader
+
+    _, _, valid, _ = _loaders(data_path)
+    list(valid)
+    build = NegSampleEvalDataLoader.collate_fn.__wrapped__
+    for index in ([3, 1, 2], [0], [1, 2, 3]):
+        expected = build(valid, index)
+        assert _batches_equal([valid.collate_fn(index)], [expected])
+        assert _batches_equal([valid.collate_fn(index)], [expected])
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"fixed_eval_candidates": False}, {"worker": 1}],
+    ids=["recbole-redraw", "workers"],
+)
+def test_batches_are_built_afresh_where_they_are_not_a_function_of_the_index(
+    data_path, monkeypatch, overrides
+):
+    _, _, valid, _ = _loaders(data_path, **overrides)
+    assert candidates._batch_cache(valid) is None
+    if overrides.get("worker"):
+        return  # collate_fn runs in the workers: the count below cannot see it
+    draws = []
+    draw = valid._neg_sampling
+    monkeypatch.setattr(valid, "_neg_sampling", lambda data: draws.append(1) or draw(data))
+    list(valid)
+    list(valid)
+    assert len(draws) == 2 * N_USERS
+
+
+def test_only_validation_batches_are_kept(data_path):
+    _, _, valid, test = _loaders(data_path)
+    assert candidates._batch_cache(valid) is not None
+    assert candidates._batch_cache(test) is None  # a test runs once a run
+
+
+def test_a_transform_turns_the_cache_off(data_path):
+    from recbole.data.transform import Equal
+
+    _, _, valid, _ = _loaders(data_path)
+    assert candidates._batch_cache(valid) is not None
+    # A subclass may change the data: only RecBole's identity itself keeps the cache.
+    valid.transform = type("Reordered", (Equal,), {})(valid.config)
+    assert candidates._batch_cache(valid) is None
+
+
+def test_cached_evaluations_agree_with_recboles(data_path, monkeypatch):
+    from recbole.data.dataloader.general_dataloader import NegSampleEvalDataLoader
+    from recbole.trainer import Trainer
+
+    config, train, valid, _ = _loaders(data_path, "BPR")
+    trainer = Trainer(config, get_model("BPR")(config, train._dataset))
+    cached = [trainer.evaluate(valid, load_best_model=False) for _ in range(2)]
+    monkeypatch.setattr(
+        NegSampleEvalDataLoader, "collate_fn", NegSampleEvalDataLoader.collate_fn.__wrapped__
+    )
+    _, _, fresh_valid, _ = _loaders(data_path, "BPR")
+    assert cached[0] == cached[1] == trainer.evaluate(fresh_valid, load_best_model=False)
+
+
 def test_layout_does_not_depend_on_row_order_or_batching():
     """Several held-out items per user (a random split with uniN): each (user, item) keeps its
     negatives however the rows are ordered or grouped, in sample_by_user_ids' layout."""
@@ -360,10 +473,10 @@ def test_layout_does_not_depend_on_row_order_or_batching():
 def test_install_is_idempotent():
     from recbole.data.dataloader.general_dataloader import NegSampleEvalDataLoader
 
-    before = NegSampleEvalDataLoader._neg_sampling
+    before = NegSampleEvalDataLoader._neg_sampling, NegSampleEvalDataLoader.collate_fn
     candidates.install()
-    assert NegSampleEvalDataLoader._neg_sampling is before
-    assert before.__recbole_hdccf__
+    assert (NegSampleEvalDataLoader._neg_sampling, NegSampleEvalDataLoader.collate_fn) == before
+    assert all(function.__recbole_hdccf__ for function in before)
 
 
 def test_fixed_by_default_with_several_held_out_items_per_user(data_path):
