@@ -25,7 +25,7 @@ as they ran, with one warning per distinct change); with ``--merge_runs=OTHER/ru
 seconds of a fixed reference workload timed just before and after training
 (``machine_speed.py``), and ``freed_memory_kept`` (``allocator.py``): a ``train_time_budget`` is
 wall-clock, and the table notes when the runs it stopped saw different machine speeds or
-allocator settings.
+allocator settings. ``code_version`` names the code a run ran (:func:`code_version`).
 
 The proposed model, whose improvement over the best baseline and p-value the table gives, is the
 first HDCCF label in ``--models`` (``--proposed`` picks another); every other HDCCF label is a
@@ -136,6 +136,30 @@ def parse_models(text: str) -> list[tuple[str, str, dict]]:
 
 
 # ------------------------------------------------------------------------------------ running
+def code_version(root: Path | None = None) -> str:
+    """The plugin's version and, in a git checkout of it, its commit: ``0.1.0+g<12 hex>``, with
+    ``.dirty`` when the package's code or settings (``recbole_hdccf/``, ``properties/``) differ
+    from that commit. Only the version for an installed copy, or where git is missing."""
+    from recbole_hdccf import __version__
+
+    root = Path(root or Path(__file__).resolve().parent.parent)
+
+    def git(*args) -> str:
+        return subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30, check=True
+        ).stdout.strip()
+
+    try:
+        # An installed copy may sit inside some other repository (a venv in a project).
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != root.resolve():
+            return __version__
+        commit = git("rev-parse", "--short=12", "HEAD")
+        changed = git("status", "--porcelain", "--", "recbole_hdccf", "properties")
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+    return f"{__version__}+g{commit}" + (".dirty" if changed else "")
+
+
 def run_one(spec: RunSpec, base: dict, workdir: Path) -> dict:
     """Train and test one run in this process (called in a child). Returns the result record.
     An earlier attempt's end-of-epoch checkpoint in ``workdir/saved`` is resumed from."""
@@ -208,6 +232,7 @@ def run_one(spec: RunSpec, base: dict, workdir: Path) -> dict:
         "reference_seconds_before": speed_before,
         "reference_seconds_after": speed_after,
         "freed_memory_kept": freed_memory_kept(),
+        "code_version": code_version(),
         "checkpoint": result["checkpoint"],
         "config": {k: _jsonable(v) for k, v in config.final_config_dict.items()},
     }
@@ -447,6 +472,7 @@ def write_outputs(
         *[f"test_{m}" for m in METRICS],
         *COST_COLUMNS,
         "error",
+        "code_version",
     ]
     tmp = out / f"runs.csv.{os.getpid()}.tmp"
     with open(tmp, "w", newline="", encoding="utf-8") as handle:

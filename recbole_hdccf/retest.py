@@ -37,6 +37,7 @@ from recbole_hdccf.benchmark import (
     _jsonable,
     _write_json,
     best_checkpoint,
+    code_version,
     default_proposed,
     parse_models,
     write_outputs,
@@ -164,6 +165,7 @@ def retest_one(
             "checkpoint_mtime_ns": checkpoint.stat().st_mtime_ns,
             "seconds": time.time() - start,
             "length_settings_changed": noted,
+            "code_version": code_version(),  # the retest's; the training's is the record's
         },
     }
 

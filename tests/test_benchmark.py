@@ -53,6 +53,7 @@ def test_benchmark_end_to_end_table_failures_and_resume(finished_benchmark, tmp_
         assert r["torch_threads"] >= 1
         # the run's process inherited this one's environment, so its allocator setting too
         assert r["freed_memory_kept"] is allocator.freed_memory_kept()
+        assert r["code_version"] == benchmark.code_version()
     failed = [r for r in records if r["status"] == "failed"]
     assert len(failed) == 2 and all("tau" in r["error"] for r in failed)
 
@@ -80,6 +81,9 @@ def test_benchmark_end_to_end_table_failures_and_resume(finished_benchmark, tmp_
         "torch_threads,reference_seconds_before,reference_seconds_after,freed_memory_kept"
         in csv_lines[0]
     )
+    assert csv_lines[0].endswith(",error,code_version")
+    read_back = benchmark.read_runs(out / "runs.csv")
+    assert read_back[("BPR", 1)]["code_version"] == benchmark.code_version()
 
     # Started again: every finished run, failed ones too, is skipped; nothing is retrained.
     assert benchmark.main(args) == 0
@@ -422,3 +426,34 @@ def test_changed_settings_are_refused_and_report_only_merges(
     assert "neither a runs.json nor a runs.csv" in capsys.readouterr().err
     assert benchmark.main(report + [f"--merge_runs={other / 'nothing.csv'}"]) == 2
     assert "no file" in capsys.readouterr().err
+
+
+def test_code_version_names_the_commit_and_local_changes(tmp_path):
+    from recbole_hdccf import __version__
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    assert benchmark.code_version(tmp_path) == __version__  # not a checkout
+    git("init", "-q")
+    git("config", "user.email", "ci@example.org")
+    git("config", "user.name", "ci")
+    (tmp_path / "recbole_hdccf").mkdir()
+    (tmp_path / "recbole_hdccf" / "model.py").write_text("x = 1\n")
+    (tmp_path / "notes.txt").write_text("a\n")
+    git("add", "-A")
+    git("commit", "-qm", "first")
+    commit = subprocess.run(
+        ["git", "-C", str(tmp_path), "rev-parse", "--short=12", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert benchmark.code_version(tmp_path) == f"{__version__}+g{commit}"
+    (tmp_path / "notes.txt").write_text("b\n")  # outside the code and settings: still clean
+    assert benchmark.code_version(tmp_path) == f"{__version__}+g{commit}"
+    (tmp_path / "recbole_hdccf" / "model.py").write_text("x = 2\n")
+    assert benchmark.code_version(tmp_path) == f"{__version__}+g{commit}.dirty"
+    # A folder inside a checkout that is not its top (an installed copy in a project's venv).
+    (tmp_path / "venv").mkdir()
+    assert benchmark.code_version(tmp_path / "venv") == __version__

@@ -12,6 +12,7 @@ import yaml
 from conftest import config_yaml
 
 from recbole_hdccf import retest
+from recbole_hdccf.benchmark import code_version
 
 
 def _protocol(tmp_path, name, mode="full", split=None, **more):
@@ -58,6 +59,7 @@ def test_same_protocol_reproduces_the_runs_and_sampled_ranks_a_subset(
             for metric, value in trained[key][phase].items():
                 assert record[phase][metric] == pytest.approx(value, abs=1e-9), (key, phase)
         assert record["retest"]["checkpoint"] == trained[key]["checkpoint"]
+        assert record["retest"]["code_version"] == code_version()
         assert record["epochs_run"] == trained[key]["epochs_run"]  # the training cost is kept
     table = (same / "table.md").read_text()
     assert table.startswith("Test under `full.yaml`") and "| NDCG@10 |" in table
