@@ -81,6 +81,7 @@ def test_every_shim_is_applied_once():
     assert len(compat._APPLIED) == len(compat.SHIMS)
     listed = {"trusted_checkpoint_load", "dok_update", "unique_checkpoint_names"}
     listed |= {"atomic_checkpoints", "cpu_distributed", "no_dataset_download"}
+    listed |= {"propagate_once_per_evaluation"}
     assert listed <= compat._APPLIED
 
 
@@ -211,6 +212,69 @@ def test_lightgcn_builds_its_normalised_adjacency(small_config_dict):
     assert actual.shape == (n, n)
     assert model.norm_adj_matrix._nnz() == 2 * inter.nnz > 0
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-7)
+
+
+# ------------------------------------------------------------------ propagation once per evaluation
+def _sampled_graph_run(small_config_dict, model_name):
+    """A graph model on the tiny data under a sampled evaluation of several batches."""
+    eval_args = {**small_config_dict["eval_args"], "mode": "uni9"}
+    config = {**small_config_dict, "eval_args": eval_args, "eval_batch_size": 50}
+    run = build_run(model_name, config)
+    run.model.eval()
+    return run
+
+
+def _counting_forward(monkeypatch, model_class) -> list:
+    calls = []
+    forward = model_class.forward
+    monkeypatch.setattr(model_class, "forward", lambda self: calls.append(1) or forward(self))
+    return calls
+
+
+@pytest.mark.parametrize("model_name", ["LightGCN", "NGCF"])
+def test_sampled_evaluation_propagates_once_with_recboles_scores(
+    small_config_dict, monkeypatch, model_name
+):
+    run = _sampled_graph_run(small_config_dict, model_name)
+    model, model_class = run.model, type(run.model)
+    recbole_predict = original(model_class.predict)
+    batches = [batch[0] for batch in run.valid_data]
+    assert len(batches) >= 3
+    calls = _counting_forward(monkeypatch, model_class)
+    with torch.no_grad():
+        expected = [recbole_predict(model, batch) for batch in batches]
+        assert len(calls) == len(batches)  # RecBole: a whole propagation per batch
+        calls.clear()
+        scores = [model.predict(batch) for batch in batches]
+        assert len(calls) == 1
+        assert all(torch.equal(a, b) for a, b in zip(scores, expected, strict=True))
+        # A changed parameter (an optimizer step) and a loaded state each start a new one.
+        saved = {key: value.clone() for key, value in model.state_dict().items()}
+        next(model.parameters()).add_(0.25)
+        changed = model.predict(batches[0])
+        assert len(calls) == 2
+        assert torch.equal(changed, recbole_predict(model, batches[0]))
+        assert not torch.equal(changed, expected[0])
+        model.load_state_dict(saved)
+        assert torch.equal(model.predict(batches[0]), expected[0])
+        assert len(calls) == 4  # RecBole's own predict above, then the loaded state's
+    # Training (train mode, gradients): RecBole's predict untouched.
+    model.train()
+    calls.clear()
+    model.predict(batches[0])
+    model.predict(batches[1])
+    assert len(calls) == 2
+    assert "forward" not in model.__dict__
+
+
+def test_graph_model_evaluations_agree_with_recboles(small_config_dict, monkeypatch):
+    from recbole.model.general_recommender import LightGCN
+
+    run = _sampled_graph_run(small_config_dict, "LightGCN")
+    run.trainer._train_epoch(run.train_data, 0, show_progress=False)
+    held = run.trainer.evaluate(run.valid_data, load_best_model=False)
+    monkeypatch.setattr(LightGCN, "predict", original(LightGCN.predict))
+    assert run.trainer.evaluate(run.valid_data, load_best_model=False) == held
 
 
 # ------------------------------------------------------------------ unique checkpoint names
