@@ -5,7 +5,8 @@ each validation batch once and hands out copies at later validations (``candidat
 LightGCN's and NGCF's ``predict`` propagate over the whole graph for every batch; the plugin
 propagates once per evaluation (``compat.py``, ``propagate_once_per_evaluation``). This times
 ``Trainer.evaluate`` on the validation loader both ways, alternating (ABBA) on the same model
-after one training epoch, reports medians, the epoch for scale, and whether the results are equal.
+after ``--epochs`` training epochs (timed, for scale), and reports medians and whether the
+results are equal.
 
     python benchmarks/measure_eval.py --model=ENMF --protocol=paper-random --set dropout_prob=0.3
     python benchmarks/measure_eval.py --model=LightGCN --protocol=paper --set learning_rate=0.01
@@ -29,6 +30,7 @@ def main() -> None:
     parser.add_argument("--data_path", default="../shared/datasets")
     parser.add_argument("--protocol", default="paper-random")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the tables': 1)")
+    parser.add_argument("--epochs", type=int, default=1, help="training epochs first (0: none)")
     parser.add_argument("--rounds", type=int, default=3, help="ABBA rounds (4 evaluations each)")
     parser.add_argument("--set", action="append", default=[], help="key=value (repeatable)")
     args = parser.parse_args()
@@ -63,9 +65,11 @@ def main() -> None:
     train_data, valid_data, _ = data_preparation(config, create_dataset(config))
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    start = time.perf_counter()
-    trainer._train_epoch(train_data, 0, show_progress=False)
-    epoch_seconds = time.perf_counter() - start
+    epoch_seconds = []
+    for epoch in range(args.epochs):
+        start = time.perf_counter()
+        trainer._train_epoch(train_data, epoch, show_progress=False)
+        epoch_seconds.append(time.perf_counter() - start)
 
     # The loader's collate_fn was bound when it was built; swap the bound method per evaluation.
     model_class = type(model)
@@ -97,7 +101,8 @@ def main() -> None:
     plugin, recbole = (statistics.median(times[way]) for way in ways)
     print(
         f"{args.model} on {args.dataset} ({args.protocol}), torch {torch.__version__}, "
-        f"{torch.get_num_threads()} thread(s): one training epoch {epoch_seconds:.2f} s; "
+        f"{torch.get_num_threads()} thread(s): training epochs "
+        f"{', '.join(f'{t:.2f}' for t in epoch_seconds) or 'none'} s; "
         f"validation (median of {len(times['plugin'])}) plugin {plugin:.2f} s (its first, "
         f"building the batches: {times['plugin'][0]:.2f} s), RecBole {recbole:.2f} s, "
         f"ratio {recbole / plugin:.1f}; results equal: {all(r == every[0] for r in every)}"
