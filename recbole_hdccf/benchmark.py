@@ -172,6 +172,7 @@ def run_one(spec: RunSpec, base: dict, workdir: Path) -> dict:
     from recbole_hdccf.machine_speed import reference_seconds
     from recbole_hdccf.quick_start import run_recbole
 
+    version = code_version()  # before training: the code may change on disk while it runs
     os.chdir(workdir)
     sys.argv = sys.argv[:1]  # RecBole's Config parses sys.argv
     marks: list[tuple[float, int, float]] = []
@@ -232,7 +233,7 @@ def run_one(spec: RunSpec, base: dict, workdir: Path) -> dict:
         "reference_seconds_before": speed_before,
         "reference_seconds_after": speed_after,
         "freed_memory_kept": freed_memory_kept(),
-        "code_version": code_version(),
+        "code_version": version,
         "checkpoint": result["checkpoint"],
         "config": {k: _jsonable(v) for k, v in config.final_config_dict.items()},
     }

@@ -142,6 +142,7 @@ def retest_one(
             "settings only, and the run's config files must be as they were when it ran"
         )
     noted = training_changes(record["config"], final, keys=LENGTH_KEYS)
+    version = code_version()  # the retest's own; the training's is the record's
     start = time.time()
     with _working_directory(workdir):
         init_seed(config["seed"], config["reproducibility"])
@@ -165,7 +166,7 @@ def retest_one(
             "checkpoint_mtime_ns": checkpoint.stat().st_mtime_ns,
             "seconds": time.time() - start,
             "length_settings_changed": noted,
-            "code_version": code_version(),  # the retest's; the training's is the record's
+            "code_version": version,
         },
     }
 

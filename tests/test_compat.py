@@ -258,6 +258,11 @@ def test_sampled_evaluation_propagates_once_with_recboles_scores(
         model.load_state_dict(saved)
         assert torch.equal(model.predict(batches[0]), expected[0])
         assert len(calls) == 4  # RecBole's own predict above, then the loaded state's
+        # New data behind a parameter (``p.data = ...``, no in-place op) starts one too.
+        parameter = next(model.parameters())
+        parameter.data = parameter.data * 2
+        assert torch.equal(model.predict(batches[0]), recbole_predict(model, batches[0]))
+        assert len(calls) == 6
     # Training (train mode, gradients): RecBole's predict untouched.
     model.train()
     calls.clear()
