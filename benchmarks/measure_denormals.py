@@ -13,10 +13,7 @@ one process on one machine.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
-import tempfile
 import time
 
 import torch
@@ -45,34 +42,12 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=3, help="blocks per setting")
     parser.add_argument("--set", action="append", default=[], help="key=value (repeatable)")
     args = parser.parse_args()
-    data_path = os.path.abspath(args.data_path)
-    os.chdir(tempfile.mkdtemp())  # RecBole writes ./log; its Config parses sys.argv
-    sys.argv = sys.argv[:1]
+    from measure_common import build_like_benchmark, parse_settings
 
-    from recbole.config import Config
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import get_model, get_trainer, init_seed
-
-    import recbole_hdccf  # noqa: F401
-    from recbole_hdccf.benchmark import parse_value
-    from recbole_hdccf.paths import model_files, protocol_file
-
-    files = [str(protocol_file(args.protocol)), *model_files(args.model)]  # as the benchmark
-    config = Config(
-        model=args.model,
-        dataset=args.dataset,
-        config_file_list=files,
-        config_dict={
-            "data_path": data_path,
-            "show_progress": False,
-            "seed": 2020,
-            **{k: parse_value(v) for k, v in (pair.split("=", 1) for pair in args.set)},
-        },
+    config, train_data, _, model, trainer = build_like_benchmark(
+        args.model, args.dataset, args.data_path, args.protocol, parse_settings(args.set)
     )
-    init_seed(config["seed"], config["reproducibility"])
-    train_data, _, _ = data_preparation(config, create_dataset(config))
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-    optimizer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model).optimizer
+    optimizer = trainer.optimizer
 
     def batches():
         while True:

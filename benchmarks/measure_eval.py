@@ -15,10 +15,7 @@ results are equal.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
-import tempfile
 import time
 import types
 
@@ -34,37 +31,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="ABBA rounds (4 evaluations each)")
     parser.add_argument("--set", action="append", default=[], help="key=value (repeatable)")
     args = parser.parse_args()
-    data_path = os.path.abspath(args.data_path)
-    os.chdir(tempfile.mkdtemp())  # RecBole writes ./log; its Config parses sys.argv
-    sys.argv = sys.argv[:1]
-
     import torch
-    from recbole.config import Config
-    from recbole.data import create_dataset, data_preparation
+    from measure_common import build_like_benchmark, parse_settings
     from recbole.data.dataloader.general_dataloader import NegSampleEvalDataLoader
-    from recbole.utils import get_model, get_trainer, init_seed
-
-    import recbole_hdccf  # noqa: F401  (installs the cache)
-    from recbole_hdccf.benchmark import parse_value
-    from recbole_hdccf.paths import model_files, protocol_file
 
     torch.set_num_threads(args.threads)
-    files = [str(protocol_file(args.protocol)), *model_files(args.model)]  # as the benchmark
-    config = Config(
-        model=args.model,
-        dataset=args.dataset,
-        config_file_list=files,
-        config_dict={
-            "data_path": data_path,
-            "show_progress": False,
-            "seed": 2020,
-            **{k: parse_value(v) for k, v in (pair.split("=", 1) for pair in args.set)},
-        },
+    config, train_data, valid_data, model, trainer = build_like_benchmark(
+        args.model, args.dataset, args.data_path, args.protocol, parse_settings(args.set)
     )
-    init_seed(config["seed"], config["reproducibility"])
-    train_data, valid_data, _ = data_preparation(config, create_dataset(config))
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     epoch_seconds = []
     for epoch in range(args.epochs):
         start = time.perf_counter()

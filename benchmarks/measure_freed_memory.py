@@ -25,41 +25,22 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 
 def child(args) -> None:
     """Train one model for warmup + steps batches in this process; print one JSON line."""
-    data_path = os.path.abspath(args.data_path)
-    os.chdir(tempfile.mkdtemp())  # RecBole writes ./log; its Config parses sys.argv
-    sys.argv = sys.argv[:1]
-
     import torch
-    from recbole.config import Config
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import get_model, get_trainer, init_seed
+    from measure_common import build_like_benchmark
 
-    import recbole_hdccf  # noqa: F401 (applies the allocator setting from the environment)
     from recbole_hdccf.allocator import freed_memory_kept
     from recbole_hdccf.benchmark import parse_models
-    from recbole_hdccf.paths import model_files, protocol_file
-    from recbole_hdccf.trainer import resumable
 
     torch.set_num_threads(args.threads)
     [(label, model_name, overrides)] = parse_models(args.model)
-    files = [str(protocol_file(args.protocol)), *model_files(model_name)]  # as the benchmark
-    config = Config(
-        model=model_name,
-        dataset=args.dataset,
-        config_file_list=files,
-        config_dict={"data_path": data_path, "show_progress": False, "seed": 2020, **overrides},
+    config, train_data, _, model, trainer = build_like_benchmark(
+        model_name, args.dataset, args.data_path, args.protocol, overrides
     )
-    init_seed(config["seed"], config["reproducibility"])
-    train_data, _, _ = data_preparation(config, create_dataset(config))
-    init_seed(config["seed"], config["reproducibility"])
-    model = get_model(model_name)(config, train_data._dataset).to(config["device"])
-    trainer = resumable(get_trainer(config["MODEL_TYPE"], model_name))(config, model)
     if hasattr(trainer, "neighbor_loader"):  # HDCCF trains through its own loader
         train_data = trainer.neighbor_loader(train_data)
         train_data.set_epoch(0)
