@@ -305,6 +305,9 @@ def run_in_child(spec: RunSpec, base: dict, out: Path, timeout: float | None) ->
     log = workdir / "stdout.log"
     resume = resume_checkpoint(workdir)
     env = dict(os.environ)
+    source = Path(__file__).resolve().parent.parent
+    if (source / "setup.py").is_file():  # a source checkout: the child runs this code too
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(source), env.get("PYTHONPATH"))))
     if base.get("threads"):  # torch's and numpy's thread pools both take these at start
         env.update(OMP_NUM_THREADS=str(base["threads"]), MKL_NUM_THREADS=str(base["threads"]))
     with open(log, "a" if resume else "w", encoding="utf-8") as handle:
