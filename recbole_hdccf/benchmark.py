@@ -25,7 +25,9 @@ as they ran, with one warning per distinct change); with ``--merge_runs=OTHER/ru
 seconds of a fixed reference workload timed just before and after training
 (``machine_speed.py``), and ``freed_memory_kept`` (``allocator.py``): a ``train_time_budget`` is
 wall-clock, and the table notes when the runs it stopped saw different machine speeds or
-allocator settings. ``code_version`` names the code a run ran (:func:`code_version`).
+allocator settings. ``code_version`` names the code a run ran (:func:`code_version`), and
+``cpu`` the processor (``machine_speed.cpu_description``): runs replay exactly only on the same
+kind.
 
 The proposed model, whose improvement over the best baseline and p-value the table gives, is the
 first HDCCF label in ``--models`` (``--proposed`` picks another); every other HDCCF label is a
@@ -169,7 +171,7 @@ def run_one(spec: RunSpec, base: dict, workdir: Path) -> dict:
 
     import recbole_hdccf  # noqa: F401
     from recbole_hdccf.allocator import freed_memory_kept
-    from recbole_hdccf.machine_speed import reference_seconds
+    from recbole_hdccf.machine_speed import cpu_description, reference_seconds
     from recbole_hdccf.quick_start import run_recbole
 
     version = code_version()  # before training: the code may change on disk while it runs
@@ -234,6 +236,7 @@ def run_one(spec: RunSpec, base: dict, workdir: Path) -> dict:
         "reference_seconds_after": speed_after,
         "freed_memory_kept": freed_memory_kept(),
         "code_version": version,
+        "cpu": cpu_description(),
         "checkpoint": result["checkpoint"],
         "config": {k: _jsonable(v) for k, v in config.final_config_dict.items()},
     }
@@ -477,6 +480,7 @@ def write_outputs(
         *COST_COLUMNS,
         "error",
         "code_version",
+        "cpu",
     ]
     tmp = out / f"runs.csv.{os.getpid()}.tmp"
     with open(tmp, "w", newline="", encoding="utf-8") as handle:

@@ -13,6 +13,12 @@ the figure compares machines and moments, not settings. Its 64 MiB score matrix 
 with the process's allocator setting (``allocator.py``): with freed memory kept it took 0.040 s
 against 0.065 s with glibc's defaults (2026-12-07), so compare it only between runs with the
 same ``freed_memory_kept``.
+
+:func:`cpu_description` names the processor and the instruction set torch dispatches to: the
+last bits of a float depend on them (torch and MKL pick kernels by vendor and instruction set),
+so a run replays exactly only on the same kind of processor. ENMF on ml-100k, seed 2020, trained
+on 2026-11-29 differs from the same run on 2026-12-07 from its 4th decimal, while the code of
+both days, run side by side on 2026-12-07, gave the same trajectory (``docs/results.md``).
 """
 
 from __future__ import annotations
@@ -51,6 +57,24 @@ def reference_seconds(repeats: int = 7) -> float:
         torch.set_num_threads(threads)
 
 
+def cpu_description() -> str:
+    """The processor's name and torch's CPU capability, e.g. ``AMD EPYC (AVX2)``."""
+    import platform
+
+    import torch
+
+    name = None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            name = next(
+                (ln.split(":", 1)[1].strip() for ln in handle if ln.startswith("model name")), None
+            )
+    except OSError:  # not Linux
+        pass
+    name = name or platform.processor() or platform.machine() or "unknown processor"
+    return f"{name} ({torch.backends.cpu.get_cpu_capability()})"
+
+
 def run_speed(record: dict) -> float | None:
     """A run's reference time: the mean of the timings before and after its training (either
     alone if the other is missing; None for records written before they were kept)."""
@@ -64,8 +88,8 @@ def run_speed(record: dict) -> float | None:
 
 def speed_note(records: list[dict]) -> str | None:
     """A table note when the runs that a time budget stopped saw machine speeds more than
-    ``SPEED_SPREAD_WARNING`` apart, ran on different thread counts, or some kept freed memory
-    (``allocator.py``) and some did not; None otherwise."""
+    ``SPEED_SPREAD_WARNING`` apart, ran on different thread counts or processors, or some kept
+    freed memory (``allocator.py``) and some did not; None otherwise."""
     stopped = [r for r in records if r.get("status") == "ok" and r.get("time_budget_reached")]
     notes = []
     known = {(r["label"], r["seed"]): speed for r in stopped if (speed := run_speed(r))}
@@ -85,6 +109,12 @@ def speed_note(records: list[dict]) -> str | None:
         notes.append(
             f"the runs the time budget stopped used different torch thread counts {threads} "
             "(torch_threads in runs.csv; --threads sets it)"
+        )
+    cpus = sorted({r["cpu"] for r in stopped if r.get("cpu")})
+    if len(cpus) > 1:
+        notes.append(
+            f"the runs the time budget stopped ran on different processors ({'; '.join(cpus)}): "
+            "the same budget is not the same compute (cpu in runs.csv)"
         )
     kept = [bool(r.get("freed_memory_kept")) for r in stopped]
     if any(kept) and not all(kept):

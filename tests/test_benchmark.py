@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import benchmark_args, write_benchmark_config
 
-from recbole_hdccf import allocator, benchmark
+from recbole_hdccf import allocator, benchmark, machine_speed
 
 
 def _args(tiny_data_path, tmp_path, out, models):
@@ -54,6 +54,7 @@ def test_benchmark_end_to_end_table_failures_and_resume(finished_benchmark, tmp_
         # the run's process inherited this one's environment, so its allocator setting too
         assert r["freed_memory_kept"] is allocator.freed_memory_kept()
         assert r["code_version"] == benchmark.code_version()
+        assert r["cpu"] == machine_speed.cpu_description()
     failed = [r for r in records if r["status"] == "failed"]
     assert len(failed) == 2 and all("tau" in r["error"] for r in failed)
 
@@ -81,7 +82,7 @@ def test_benchmark_end_to_end_table_failures_and_resume(finished_benchmark, tmp_
         "torch_threads,reference_seconds_before,reference_seconds_after,freed_memory_kept"
         in csv_lines[0]
     )
-    assert csv_lines[0].endswith(",error,code_version")
+    assert csv_lines[0].endswith(",error,code_version,cpu")
     read_back = benchmark.read_runs(out / "runs.csv")
     assert read_back[("BPR", 1)]["code_version"] == benchmark.code_version()
 

@@ -74,6 +74,12 @@ def test_speed_note_names_the_spread_of_budget_stopped_runs():
     threads = machine_speed.speed_note(even + [_run("NeuMF", 1, 0.11, 0.11, threads=2)])
     assert "thread counts [1, 2]" in threads
 
+    cpus = [{**r, "cpu": "AMD EPYC (AVX2)"} for r in even]
+    assert machine_speed.speed_note(cpus) is None
+    other = machine_speed.speed_note(cpus[:1] + [{**even[1], "cpu": "Intel Xeon (AVX512)"}])
+    assert "different processors (AMD EPYC (AVX2); Intel Xeon (AVX512))" in other
+    assert machine_speed.speed_note(cpus[:1] + even[1:]) is None  # an older record: unknown
+
     # Freed memory kept by all or by none: nothing to say; by some: the others are named.
     kept = [{**r, "freed_memory_kept": True} for r in even]
     assert machine_speed.speed_note(kept) is None
@@ -88,3 +94,9 @@ def test_table_carries_the_speed_note():
     assert "- Budget: the machine ran at different speeds" in table and "2.0x" in table
     records[1].update(reference_seconds_before=0.1, reference_seconds_after=0.1)
     assert "Budget:" not in benchmark.markdown_table(records, ["HDCCF", "BPR"])
+
+
+def test_cpu_description_names_the_processor_and_torchs_instruction_set():
+    description = machine_speed.cpu_description()
+    name, capability = description.rsplit(" (", 1)
+    assert name and capability == f"{torch.backends.cpu.get_cpu_capability()})"
