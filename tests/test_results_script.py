@@ -175,6 +175,25 @@ def test_random_step_runs_the_table_held_out_at_random_then_full_ranking_on_that
     assert len(changed) == 1 and changed[0][1].strip() == "mode: full"
 
 
+def test_long_step_runs_the_budget_bound_baselines_by_epochs_without_a_budget(tmp_path):
+    simplex = "SimpleX[train_batch_size=26112;learning_rate=0.005]"
+    calls = _run(tmp_path, "long", BASELINES=f"BPR LightGCN[learning_rate=0.01] {simplex} NeuMF")
+    out = tmp_path / "out" / "paper-long"
+    assert _labels_and_limits(calls) == [
+        ("LightGCN[learning_rate=0.01]", "epochs=40"),
+        (simplex, "epochs=42"),
+    ]
+    benchmarks = [c for c in calls if "recbole_hdccf.benchmark" in c]
+    assert len(benchmarks) == 3 and "--report_only" in benchmarks[-1]
+    assert all("--protocol=paper --seeds=3 --set train_time_budget=~ " in c for c in benchmarks)
+    assert all(f"--out={out} " in c for c in benchmarks)
+    assert calls[-1] == f"-m recbole_hdccf.retest --runs={out} --protocol=full"
+    # Without LightGCN or SimpleX among the baselines there is nothing to run.
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "calls.txt").touch()
+    assert _run(tmp_path / "none", "long", BASELINES="BPR NeuMF") == []
+
+
 def test_d128_step_runs_every_model_at_embedding_size_128_with_its_documented_limit(tmp_path):
     calls = _run(
         tmp_path, "d128", BASELINES="BPR NeuMF[learning_rate=0.0005] LightGCN[learning_rate=0.01]"
