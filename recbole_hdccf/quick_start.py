@@ -61,8 +61,12 @@ def validate_config(config, world_size=None) -> None:
     budget = config["train_time_budget"]
     if budget is not None:
         if isinstance(budget, bool) or not isinstance(budget, numbers.Real) or budget <= 0:
+            hint = ""
+            if isinstance(budget, str) and budget.startswith(os.path.expanduser("~")):
+                hint = " (a shell turned an unquoted ~ into your home folder: write null or '~')"
             raise ConfigError(
-                f"train_time_budget={budget!r}: must be a positive number of seconds (or ~ for none)"
+                f"train_time_budget={budget!r}: must be a positive number of seconds, or null "
+                f"(also ~) for none{hint}"
             )
         if (world_size or config["nproc"] or 1) > 1:
             raise ConfigError(

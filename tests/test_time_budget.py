@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 
 import pytest
 
@@ -93,6 +94,8 @@ def test_no_budget_runs_every_epoch(small_config_dict):
         (-5, "train_time_budget=-5: must be a positive number"),
         ("soon", "train_time_budget='soon': must be a positive number"),
         (True, "train_time_budget=True: must be a positive number"),
+        # bash's tilde expansion of an unquoted `--set train_time_budget=~`
+        (os.path.expanduser("~"), r"a shell turned an unquoted ~ into your home folder"),
     ],
 )
 def test_bad_budget_is_a_config_error(small_config_dict, value, message):
