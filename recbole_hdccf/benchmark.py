@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from recbole_hdccf.machine_speed import speed_note
+from recbole_hdccf.paths import source_checkout
 
 METRICS = ("hit@10", "ndcg@10", "ndcg@50")
 METRIC_LABELS = {"hit@10": "HR@10", "ndcg@10": "NDCG@10", "ndcg@50": "NDCG@50"}
@@ -144,7 +145,9 @@ def code_version(root: Path | None = None) -> str:
     from that commit. Only the version for an installed copy, or where git is missing."""
     from recbole_hdccf import __version__
 
-    root = Path(root or Path(__file__).resolve().parent.parent)
+    root = Path(root) if root else source_checkout()
+    if root is None:
+        return __version__
 
     def git(*args) -> str:
         return subprocess.run(
@@ -308,8 +311,7 @@ def run_in_child(spec: RunSpec, base: dict, out: Path, timeout: float | None) ->
     log = workdir / "stdout.log"
     resume = resume_checkpoint(workdir)
     env = dict(os.environ)
-    source = Path(__file__).resolve().parent.parent
-    if (source / "setup.py").is_file():  # a source checkout: the child runs this code too
+    if source := source_checkout():  # the child runs this code too, not an installed copy
         env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(source), env.get("PYTHONPATH"))))
     if base.get("threads"):  # torch's and numpy's thread pools both take these at start
         env.update(OMP_NUM_THREADS=str(base["threads"]), MKL_NUM_THREADS=str(base["threads"]))

@@ -15,6 +15,13 @@ def properties_dir() -> Path:
         return Path(__file__).resolve().parent.parent / "properties"
 
 
+def source_checkout() -> Path | None:
+    """The repository folder when the plugin runs from a source checkout (``setup.py`` beside
+    the package), None for an installed copy."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "setup.py").is_file() else None
+
+
 def protocol_file(name: str) -> Path:
     """A protocol's yaml: a preset name (``paper``, ``paper-random``, ``full``,
     ``recbole-benchmark``) -> ``properties/protocol/<name>.yaml``; a path ending in ``.yaml`` or

@@ -429,6 +429,14 @@ def test_changed_settings_are_refused_and_report_only_merges(
     assert "no file" in capsys.readouterr().err
 
 
+def test_the_tests_run_a_source_checkout_whose_runs_import_it():
+    from pathlib import Path
+
+    from recbole_hdccf.paths import source_checkout
+
+    assert source_checkout() == Path(__file__).resolve().parents[1]
+
+
 def test_code_version_names_the_commit_and_local_changes(tmp_path):
     from recbole_hdccf import __version__
 
