@@ -41,10 +41,3 @@ def build_like_benchmark(
     model = get_model(model_name)(config, train_data._dataset).to(config["device"])
     trainer = resumable(get_trainer(config["MODEL_TYPE"], model_name))(config, model)
     return config, train_data, valid_data, model, trainer
-
-
-def parse_settings(pairs) -> dict:
-    """``["key=value", ...]`` (``--set``) as a config dict, values parsed as the benchmark does."""
-    from recbole_hdccf.benchmark import parse_value
-
-    return {key: parse_value(value) for key, value in (pair.split("=", 1) for pair in pairs)}

@@ -42,7 +42,9 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=3, help="blocks per setting")
     parser.add_argument("--set", action="append", default=[], help="key=value (repeatable)")
     args = parser.parse_args()
-    from measure_common import build_like_benchmark, parse_settings
+    from measure_common import build_like_benchmark
+
+    from recbole_hdccf.benchmark import parse_settings
 
     config, train_data, _, model, trainer = build_like_benchmark(
         args.model, args.dataset, args.data_path, args.protocol, parse_settings(args.set)

@@ -32,8 +32,10 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="key=value (repeatable)")
     args = parser.parse_args()
     import torch
-    from measure_common import build_like_benchmark, parse_settings
+    from measure_common import build_like_benchmark
     from recbole.data.dataloader.general_dataloader import NegSampleEvalDataLoader
+
+    from recbole_hdccf.benchmark import parse_settings
 
     torch.set_num_threads(args.threads)
     config, train_data, valid_data, model, trainer = build_like_benchmark(

@@ -119,6 +119,18 @@ def parse_value(text: str):
         return text
 
 
+def parse_settings(pairs) -> dict:
+    """``["key=value", ...]`` (``--set``, repeatable) as a config dict, each value parsed as
+    :func:`parse_value` does."""
+    settings = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ValueError(f"--set {pair!r}: use key=value, e.g. --set epochs=40")
+        key, value = pair.split("=", 1)
+        settings[key.strip()] = parse_value(value.strip())
+    return settings
+
+
 def parse_models(text: str) -> list[tuple[str, str, dict]]:
     """``"HDCCF,BPR[embedding_size=128,learning_rate=0.01]"`` -> [(label, model, overrides)]."""
     text = ",".join(PRESETS.get(part, part) for part in text.split(",") if part)
@@ -542,7 +554,7 @@ def _record_from_row(row: dict) -> dict:
 def build_base(args) -> dict:
     from recbole_hdccf.paths import model_files, protocol_file
 
-    config = {k: parse_value(v) for k, v in (pair.split("=", 1) for pair in args.set or [])}
+    config = parse_settings(args.set)
     if args.data_path:
         config["data_path"] = os.path.abspath(args.data_path)
     common = [str(protocol_file(args.protocol))] if args.protocol else []

@@ -177,6 +177,22 @@ def test_parse_models_with_settings():
         benchmark.parse_models("HDCCF[tau]")
 
 
+def test_parse_settings_parses_values_and_names_a_pair_without_a_value():
+    settings = benchmark.parse_settings(["epochs=40", "train_time_budget=null", " tau = 0.1"])
+    assert settings == {"epochs": 40, "train_time_budget": None, "tau": 0.1}
+    assert benchmark.parse_settings(None) == {}
+    with pytest.raises(ValueError, match=r"--set 'epochs'.*key=value"):
+        benchmark.parse_settings(["epochs"])
+
+
+def test_a_setting_without_a_value_is_a_clear_error(tmp_path, capsys):
+    code = benchmark.main(
+        ["--dataset=x", "--models=BPR", "--set", "epochs", f"--out={tmp_path / 'out'}"]
+    )
+    assert code == 2
+    assert "--set 'epochs': use key=value" in capsys.readouterr().err
+
+
 def test_interrupted_benchmark_resumes(tiny_data_path, tmp_path, subprocess_env):
     out = tmp_path / "out"
     command = [sys.executable, "-m", "recbole_hdccf.benchmark"]
