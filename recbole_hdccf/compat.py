@@ -35,6 +35,12 @@ Shims:
   a LightGCN validation against 0.5 s with one); their ``full_sort_predict`` already keeps one. In evaluation (eval mode, no grad) ``predict`` reuses the last propagation while no
   parameter has changed since (torch's in-place version counters: an optimizer step or
   ``load_state_dict`` starts a new one), and RecBole's ``predict`` scores it: the same scores.
+- ``csr_graph_propagation``: LightGCN's ``torch.sparse.mm`` on its uncoalesced COO adjacency is
+  slow on the CPU, and its backward transposes and coalesces the adjacency for every layer of
+  every batch; on ML-1M that was most of a 305 s epoch. On the CPU its ``forward`` propagates with
+  :mod:`recbole_hdccf.graph_kernel` instead (CSR, the transpose built once): the same
+  mathematics, equal to float32 rounding (not bit for bit). ``graph_propagation: recbole`` (the
+  plugin's ``properties/model/LightGCN.yaml`` has ``csr``) keeps RecBole's own.
 
 Distributed runs also rely on two details of the shims above: every rank of a run uses rank 0's
 checkpoint name (``unique_checkpoint_names`` broadcasts it; each rank would otherwise draw its own
@@ -389,6 +395,67 @@ def _install_propagate_once_per_evaluation():
         model_class.predict = _propagating_once(model_class.predict)
 
 
+GRAPH_PROPAGATION_KEY = "graph_propagation"
+GRAPH_PROPAGATIONS = {
+    "csr": "the adjacency in CSR with a precomputed transpose for the gradient, on the CPU",
+    "recbole": "RecBole's own torch.sparse.mm on its COO adjacency",
+}
+
+
+def _reading_graph_propagation(original_init):
+    @functools.wraps(original_init)
+    def __init__(self, config, dataset):
+        original_init(self, config, dataset)
+        choice = config[GRAPH_PROPAGATION_KEY]
+        choice = "csr" if choice is None else choice
+        if choice not in GRAPH_PROPAGATIONS:
+            options = "; ".join(f"{key!r}: {text}" for key, text in GRAPH_PROPAGATIONS.items())
+            raise ValueError(
+                f"{GRAPH_PROPAGATION_KEY}: {choice!r} is not one of the choices ({options}). "
+                f"Set e.g. --{GRAPH_PROPAGATION_KEY}=recbole"
+            )
+        self.__dict__["_recbole_hdccf_graph_propagation"] = choice
+
+    return __init__
+
+
+def _propagating_in_csr(original_forward):
+    """LightGCN's ``forward`` (RecBole 1.2.1's, line for line) with each layer's
+    ``torch.sparse.mm(norm_adj_matrix, x)`` as :func:`graph_kernel.propagate` on its CSR pair."""
+    from recbole_hdccf.graph_kernel import csr_graph, propagate
+
+    @functools.wraps(original_forward)
+    def forward(self):
+        adjacency = self.norm_adj_matrix
+        if (
+            self.__dict__.get("_recbole_hdccf_graph_propagation", "csr") != "csr"
+            or adjacency.device.type != "cpu"
+        ):
+            return original_forward(self)
+        held = self.__dict__.get("_recbole_hdccf_csr_graph")
+        if held is None or held[0] is not adjacency:  # built once per adjacency tensor
+            held = (adjacency, csr_graph(adjacency))
+            self.__dict__["_recbole_hdccf_csr_graph"] = held
+        all_embeddings = self.get_ego_embeddings()
+        embeddings_list = [all_embeddings]
+        for _ in range(self.n_layers):
+            all_embeddings = propagate(held[1], all_embeddings)
+            embeddings_list.append(all_embeddings)
+        mean = torch.mean(torch.stack(embeddings_list, dim=1), dim=1)
+        user_all_embeddings, item_all_embeddings = torch.split(mean, [self.n_users, self.n_items])
+        return user_all_embeddings, item_all_embeddings
+
+    return forward
+
+
+@_once("csr_graph_propagation")
+def _install_csr_graph_propagation():
+    from recbole.model.general_recommender import LightGCN
+
+    LightGCN.__init__ = _reading_graph_propagation(LightGCN.__init__)
+    LightGCN.forward = _propagating_in_csr(LightGCN.forward)
+
+
 SHIMS = (
     _install_trusted_checkpoint_load,
     _install_dok_update,
@@ -399,6 +466,7 @@ SHIMS = (
     _install_ddp_cpu_device_ids,
     _install_race_free_dirs,
     _install_propagate_once_per_evaluation,
+    _install_csr_graph_propagation,
 )
 
 

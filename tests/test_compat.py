@@ -25,6 +25,7 @@ from model_mixin import build_run, fit_run
 from recbole.config import Config
 from recbole.data import create_dataset
 from recbole.trainer import Trainer
+from recbole.utils import init_seed
 
 import recbole_hdccf  # noqa: F401  (applies the shims)
 from recbole_hdccf import compat
@@ -81,7 +82,7 @@ def test_every_shim_is_applied_once():
     assert len(compat._APPLIED) == len(compat.SHIMS)
     listed = {"trusted_checkpoint_load", "dok_update", "unique_checkpoint_names"}
     listed |= {"atomic_checkpoints", "cpu_distributed", "no_dataset_download"}
-    listed |= {"propagate_once_per_evaluation"}
+    listed |= {"propagate_once_per_evaluation", "csr_graph_propagation"}
     assert listed <= compat._APPLIED
 
 
@@ -280,6 +281,67 @@ def test_graph_model_evaluations_agree_with_recboles(small_config_dict, monkeypa
     held = run.trainer.evaluate(run.valid_data, load_best_model=False)
     monkeypatch.setattr(LightGCN, "predict", original(LightGCN.predict))
     assert run.trainer.evaluate(run.valid_data, load_best_model=False) == held
+
+
+# ------------------------------------------------------------------ LightGCN's propagation in CSR
+def _lightgcn(small_config_dict, **settings):
+    run = build_run("LightGCN", {**small_config_dict, **settings})
+    return run, run.model
+
+
+def test_lightgcn_propagates_in_csr_as_recbole_does_to_rounding(small_config_dict):
+    from recbole.model.general_recommender import LightGCN
+
+    _, model = _lightgcn(small_config_dict)
+    recbole_forward = original(LightGCN.forward)
+    dim = model.latent_dim
+    weights = [torch.randn(model.n_users, dim), torch.randn(model.n_items, dim)]
+
+    def loss_and_grads(forward):
+        model.zero_grad()
+        users, items = forward(model)
+        loss = (users * weights[0]).sum() + (items * weights[1]).sum()
+        loss.backward()
+        return (users, items), [p.grad.clone() for p in model.parameters()]
+
+    (users, items), grads = loss_and_grads(LightGCN.forward)
+    (users_ref, items_ref), grads_ref = loss_and_grads(recbole_forward)
+    torch.testing.assert_close(users, users_ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(items, items_ref, rtol=1e-5, atol=1e-6)
+    for grad, grad_ref in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(grad, grad_ref, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(users, model.get_ego_embeddings()[: model.n_users])  # it propagated
+    # built once, for the adjacency the model holds (symmetric: one CSR serves the gradient)
+    adjacency, graph = model.__dict__["_recbole_hdccf_csr_graph"]
+    assert adjacency is model.norm_adj_matrix and graph.transpose is graph.matrix
+    model.forward()
+    assert model.__dict__["_recbole_hdccf_csr_graph"][1] is graph
+
+
+def test_graph_propagation_recbole_is_recboles_own_bit_for_bit(small_config_dict, monkeypatch):
+    from recbole.model.general_recommender import LightGCN
+
+    run, model = _lightgcn(small_config_dict, graph_propagation="recbole")
+    csr_run, csr_model = _lightgcn(small_config_dict)
+    assert torch.equal(model.get_ego_embeddings(), csr_model.get_ego_embeddings())  # same init
+    with torch.no_grad():
+        users, items = model.forward()
+        users_ref, items_ref = original(LightGCN.forward)(model)
+    assert torch.equal(users, users_ref) and torch.equal(items, items_ref)
+    assert "_recbole_hdccf_csr_graph" not in model.__dict__
+    # an epoch each from the same start: the losses agree to rounding, not bit for bit
+    losses = []
+    for one in (run, csr_run):
+        init_seed(2020, True)  # the same negatives and batch order for both
+        losses.append(one.trainer._train_epoch(one.train_data, 0, show_progress=False))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_an_unknown_graph_propagation_is_refused_with_the_choices(small_config_dict):
+    with pytest.raises(
+        ValueError, match=r"graph_propagation: 'fast' is not one of .*'csr'.*'recbole'"
+    ):
+        _lightgcn(small_config_dict, graph_propagation="fast")
 
 
 # ------------------------------------------------------------------ unique checkpoint names
