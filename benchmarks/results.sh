@@ -67,7 +67,9 @@ export PYTHON
 # The published HDCCF configuration (docs/results.md: raw scores, tau 1, negative items only,
 # the biased loss) and the baselines, each with properties/model/<Model>.yaml. LightGCN runs at
 # learning rate 0.01: at its yaml's 0.001 it did not leave the popularity plateau in 5 of the
-# about 18 ML-1M epochs a 3300 s CPU budget holds (docs/results.md, "LightGCN's learning rate").
+# about 18 ML-1M epochs a 3300 s CPU budget held (docs/results.md, "LightGCN's learning rate"),
+# with RecBole's sparse product; the plugin's CSR product (since 2026-12-07, docs/speed.md) is
+# 3.8x faster, so a rerun of the main step gives LightGCN about 40 epochs under the same budget.
 # ENMF runs at dropout 0.3 (its reference code's keep probability 0.7): ML-1M validation 0.4138
 # against 0.3955 at the yaml's 0.7 (docs/results.md, "ENMF's settings"); and with a patience of
 # 30 epochs: at RecBole's 10 it stopped after 125-182 epochs while its validation still rose, at

@@ -344,6 +344,14 @@ def test_an_unknown_graph_propagation_is_refused_with_the_choices(small_config_d
         _lightgcn(small_config_dict, graph_propagation="fast")
 
 
+def test_graph_propagation_is_a_lightgcn_setting_and_no_other_models():
+    from recbole_hdccf.registry import UnknownSettingError, check_setting_names
+
+    check_setting_names("LightGCN", ["graph_propagation"])  # the plugin's LightGCN.yaml lists it
+    with pytest.raises(UnknownSettingError, match="graph_propagation"):
+        check_setting_names("BPR", ["graph_propagation"])
+
+
 # ------------------------------------------------------------------ unique checkpoint names
 def test_trainers_created_in_the_same_second_get_different_files(small_config_dict, monkeypatch):
     import recbole.trainer.trainer as trainer_module
