@@ -9,6 +9,29 @@ import sys
 import tempfile
 
 
+def add_model_arguments(parser, model: str, protocol: str) -> None:
+    """The arguments that choose what :func:`build_from_arguments` builds."""
+    parser.add_argument("--model", default=model)
+    parser.add_argument("--dataset", default="ml-1m")
+    parser.add_argument("--data_path", default="../shared/datasets")
+    parser.add_argument("--protocol", default=protocol)
+    parser.add_argument("--set", action="append", default=[], help="key=value (repeatable)")
+
+
+def build_from_arguments(args, **settings):
+    """:func:`build_like_benchmark` for :func:`add_model_arguments`' arguments, ``settings``
+    over ``--set``."""
+    from recbole_hdccf.benchmark import parse_settings
+
+    return build_like_benchmark(
+        args.model,
+        args.dataset,
+        args.data_path,
+        args.protocol,
+        {**parse_settings(args.set), **settings},
+    )
+
+
 def build_like_benchmark(
     model_name: str, dataset: str, data_path: str, protocol: str, settings=None, seed: int = 2020
 ):

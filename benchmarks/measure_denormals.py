@@ -32,23 +32,15 @@ def subnormal_share(tensors) -> tuple[int, int]:
 
 
 def main() -> None:
+    from measure_common import add_model_arguments, build_from_arguments
+
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default="SimpleX")
-    parser.add_argument("--dataset", default="ml-1m")
-    parser.add_argument("--data_path", default="../shared/datasets")
-    parser.add_argument("--protocol", default="paper")
+    add_model_arguments(parser, model="SimpleX", protocol="paper")
     parser.add_argument("--warmup", type=int, default=400, help="steps before timing")
     parser.add_argument("--block", type=int, default=40, help="steps per timed block")
     parser.add_argument("--blocks", type=int, default=3, help="blocks per setting")
-    parser.add_argument("--set", action="append", default=[], help="key=value (repeatable)")
     args = parser.parse_args()
-    from measure_common import build_like_benchmark
-
-    from recbole_hdccf.benchmark import parse_settings
-
-    config, train_data, _, model, trainer = build_like_benchmark(
-        args.model, args.dataset, args.data_path, args.protocol, parse_settings(args.set)
-    )
+    config, train_data, _, model, trainer = build_from_arguments(args)
     optimizer = trainer.optimizer
 
     def batches():

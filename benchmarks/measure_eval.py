@@ -21,26 +21,19 @@ import types
 
 
 def main() -> None:
+    from measure_common import add_model_arguments, build_from_arguments
+
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default="ENMF")
-    parser.add_argument("--dataset", default="ml-1m")
-    parser.add_argument("--data_path", default="../shared/datasets")
-    parser.add_argument("--protocol", default="paper-random")
+    add_model_arguments(parser, model="ENMF", protocol="paper-random")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the tables': 1)")
     parser.add_argument("--epochs", type=int, default=1, help="training epochs first (0: none)")
     parser.add_argument("--rounds", type=int, default=3, help="ABBA rounds (4 evaluations each)")
-    parser.add_argument("--set", action="append", default=[], help="key=value (repeatable)")
     args = parser.parse_args()
     import torch
-    from measure_common import build_like_benchmark
     from recbole.data.dataloader.general_dataloader import NegSampleEvalDataLoader
 
-    from recbole_hdccf.benchmark import parse_settings
-
     torch.set_num_threads(args.threads)
-    config, train_data, valid_data, model, trainer = build_like_benchmark(
-        args.model, args.dataset, args.data_path, args.protocol, parse_settings(args.set)
-    )
+    config, train_data, valid_data, model, trainer = build_from_arguments(args)
     epoch_seconds = []
     for epoch in range(args.epochs):
         start = time.perf_counter()

@@ -19,32 +19,20 @@ import time
 
 
 def main() -> None:
+    from measure_common import add_model_arguments, build_from_arguments
+
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default="LightGCN")
-    parser.add_argument("--dataset", default="ml-1m")
-    parser.add_argument("--data_path", default="../shared/datasets")
-    parser.add_argument("--protocol", default="paper")
+    add_model_arguments(parser, model="LightGCN", protocol="paper")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the tables': 1)")
     parser.add_argument("--steps", type=int, default=10, help="training batches per round")
     parser.add_argument("--rounds", type=int, default=2, help="ABBA rounds")
-    parser.add_argument("--set", action="append", default=[], help="key=value (repeatable)")
     args = parser.parse_args()
     import torch
-    from measure_common import build_like_benchmark
-
-    from recbole_hdccf.benchmark import parse_settings
 
     torch.set_num_threads(args.threads)
-    settings = parse_settings(args.set)
     ways, batches = {}, None
     for way in ("csr", "recbole"):
-        _, train_data, _, model, trainer = build_like_benchmark(
-            args.model,
-            args.dataset,
-            args.data_path,
-            args.protocol,
-            {**settings, "graph_propagation": way},
-        )
+        _, train_data, _, model, trainer = build_from_arguments(args, graph_propagation=way)
         if batches is None:  # the same batches for both ways
             batches = list(itertools.islice(iter(train_data), args.steps))
         ways[way] = (model, trainer.optimizer)
