@@ -11,7 +11,8 @@ from recbole_hdccf.graph_kernel import csr_graph, propagate
 def _coo(dense: torch.Tensor) -> torch.Tensor:
     """An uncoalesced COO copy of ``dense``, as RecBole builds its adjacency."""
     rows, cols = dense.nonzero(as_tuple=True)
-    return torch.sparse_coo_tensor(torch.stack([rows, cols]), dense[rows, cols], dense.shape)
+    indices = torch.stack([rows, cols])
+    return torch.sparse_coo_tensor(indices, dense[rows, cols], dense.shape, check_invariants=True)
 
 
 def test_product_and_gradient_by_hand():
@@ -53,7 +54,9 @@ def test_symmetric_matrix_shares_one_csr_and_matches_torch_sparse_mm():
 
 def test_duplicate_entries_are_summed_as_torch_sparse_mm_sums_them():
     indices = torch.tensor([[0, 0, 1], [1, 1, 0]])
-    coo = torch.sparse_coo_tensor(indices, torch.tensor([1.0, 2.0, 3.0]), (2, 2))
+    coo = torch.sparse_coo_tensor(
+        indices, torch.tensor([1.0, 2.0, 3.0]), (2, 2), check_invariants=True
+    )
     dense = torch.tensor([[1.0], [10.0]])
     assert torch.equal(propagate(csr_graph(coo), dense), torch.sparse.mm(coo, dense))
     assert torch.equal(propagate(csr_graph(coo), dense), torch.tensor([[30.0], [3.0]]))
