@@ -119,16 +119,21 @@ def parse_value(text: str):
         return text
 
 
-def parse_settings(pairs) -> dict:
-    """``["key=value", ...]`` (``--set``, repeatable) as a config dict, each value parsed as
-    :func:`parse_value` does."""
+def parse_pairs(pairs, where: str, example: str) -> dict:
+    """``["key=value", ...]`` as a config dict, each value parsed as :func:`parse_value` does.
+    A pair without ``=`` raises ValueError: ``"<where> '<pair>': use key=value, e.g. <example>"``."""
     settings = {}
-    for pair in pairs or []:
+    for pair in pairs:
         if "=" not in pair:
-            raise ValueError(f"--set {pair!r}: use key=value, e.g. --set epochs=40")
+            raise ValueError(f"{where} {pair!r}: use key=value, e.g. {example}")
         key, value = pair.split("=", 1)
         settings[key.strip()] = parse_value(value.strip())
     return settings
+
+
+def parse_settings(pairs) -> dict:
+    """``--set key=value`` (repeatable) as a config dict."""
+    return parse_pairs(pairs or [], "--set", "--set epochs=40")
 
 
 def parse_models(text: str) -> list[tuple[str, str, dict]]:
@@ -137,14 +142,10 @@ def parse_models(text: str) -> list[tuple[str, str, dict]]:
     out = []
     for match in re.finditer(r"([A-Za-z0-9_]+)(\[[^\]]*\])?", text):
         model, bracket = match.group(1), match.group(2)
-        overrides = {}
-        if bracket:
-            for pair in filter(None, bracket[1:-1].split(";" if ";" in bracket else ",")):
-                if "=" not in pair:
-                    raise ValueError(f"model setting {pair!r} in {match.group(0)!r}: use key=value")
-                key, value = pair.split("=", 1)
-                overrides[key.strip()] = parse_value(value.strip())
-        out.append((match.group(0), model, overrides))
+        pairs = filter(None, bracket[1:-1].split(";" if ";" in bracket else ",")) if bracket else []
+        label = match.group(0)
+        overrides = parse_pairs(pairs, f"--models {label!r}: setting", f"{model}[epochs=40]")
+        out.append((label, model, overrides))
     if not out:
         raise ValueError(f"--models={text!r}: give a comma-separated list, e.g. HDCCF,BPR")
     return out

@@ -173,15 +173,19 @@ def test_parse_models_with_settings():
         ("BPR", "BPR", {}),
         ("HDCCF[tau=0.2;neighbor_num=3]", "HDCCF", {"tau": 0.2, "neighbor_num": 3}),
     ]
-    with pytest.raises(ValueError, match="key=value"):
+    with pytest.raises(
+        ValueError, match=r"'HDCCF\[tau\]': setting 'tau': use key=value, e.g. HDCCF\["
+    ):
         benchmark.parse_models("HDCCF[tau]")
+    with pytest.raises(ValueError, match=r"'BPR\[epochs=2;lr\]': setting 'lr'"):
+        benchmark.parse_models("HDCCF,BPR[epochs=2;lr]")
 
 
 def test_parse_settings_parses_values_and_names_a_pair_without_a_value():
     settings = benchmark.parse_settings(["epochs=40", "train_time_budget=null", " tau = 0.1"])
     assert settings == {"epochs": 40, "train_time_budget": None, "tau": 0.1}
     assert benchmark.parse_settings(None) == {}
-    with pytest.raises(ValueError, match=r"--set 'epochs'.*key=value"):
+    with pytest.raises(ValueError, match=r"--set 'epochs': use key=value, e.g. --set epochs=40"):
         benchmark.parse_settings(["epochs"])
 
 
