@@ -22,12 +22,14 @@
 #       protocol, into $OUT/d128, then tested under full ranking; variants: the published
 #       HDCCF configuration without its modulation and with the debiased loss, tabled with the
 #       paper step's HDCCF runs, and the paper's ablation and P (Fig. 4) over it, unmodulated,
-#       P into $OUT/variants-p; full: the paper step's models and the unmodulated one trained
-#       under full ranking (validation too: it chooses the epoch), with the random step's epoch
-#       counts, into $OUT/full; full30: the same with a patience of 30 epochs for every model
-#       (stopping_step=30 on each label: the full step's 5 and 10 stop ENMF early), into
-#       $OUT/full too; ablation, sensitivity, modulation: the paper's figures, on HDCCF's
-#       defaults)
+#       P into $OUT/variants-p, and the false-negative rates w_i+ and w_u+ (Fig. 4) over the
+#       paper's defaults, unmodulated (the published configuration's loss is biased, so they do
+#       not apply to it), into $OUT/variants-w, then tested under full ranking; full: the paper
+#       step's models and the unmodulated one trained under full ranking (validation too: it
+#       chooses the epoch), with the random step's epoch counts, into $OUT/full; full30: the
+#       same with a patience of 30 epochs for every model (stopping_step=30 on each label: the
+#       full step's 5 and 10 stop ENMF early), into $OUT/full too; ablation, sensitivity,
+#       modulation: the paper's figures, on HDCCF's defaults)
 #       tune (on request): TRIALS random draws from properties/hyper/<Model>.hyper for every
 #       model, each trial under the same BUDGET: the fair tuning budget (cheap on ml-100k);
 #       then $OUT/tune/best.md: each model's best trial on validation, as benchmark labels
@@ -92,6 +94,12 @@ VARIANTS=("$UNMODULATED]" "${PROPOSED/debias=False/debias=True}"
 # Fig. 2 keeps its bars, the base (P = 2) merged in from the variants
 P_VARIANTS=()
 for p in 1 3 4 5 6; do P_VARIANTS+=("$UNMODULATED;neighbor_num=$p]"); done
+# w_i+ and w_u+ (Fig. 4's first two panels) need the debiased loss, and w_u+ negative users: the
+# paper's defaults, unmodulated (its cost), at 0.05 each, and one rate moved at a time
+PAPER_UNMODULATED="HDCCF[ablation=unmodulated]"
+W_VARIANTS=("$PAPER_UNMODULATED")
+for w in 0.0 0.1 0.2; do W_VARIANTS+=("${PAPER_UNMODULATED%]};w_i_pos=$w]"); done
+for w in 0.0 0.1 0.15 0.2; do W_VARIANTS+=("${PAPER_UNMODULATED%]};w_u_pos=$w]"); done
 SIMPLEX="SimpleX[train_batch_size=26112;learning_rate=0.005]"
 read -r -a BASELINES <<< "${BASELINES:-BPR NeuMF[learning_rate=0.0005] ENMF[dropout_prob=0.3;stopping_step=30] LightGCN[learning_rate=0.01] $SIMPLEX}"
 
@@ -230,6 +238,8 @@ main() {
                     bench "$OUT/variants-p" paper "$UNMODULATED],$(IFS=,; echo "${P_VARIANTS[*]}")" \
                         --report_only --merge_runs="$OUT/variants/runs.json"
                 fi
+                in_parallel "$OUT/variants-w" paper "${W_VARIANTS[@]}"
+                "$PYTHON" -m recbole_hdccf.retest --runs="$OUT/variants-w" --protocol=full
                 ;;
             ablation | sensitivity | modulation)
                 mapfile -t labels < <(preset "@$step")
@@ -258,6 +268,7 @@ main() {
                 "$PYTHON" -m recbole_hdccf.plots scores --results="$OUT/variants"
                 "$PYTHON" -m recbole_hdccf.plots sensitivity --results="$OUT/sensitivity"
                 "$PYTHON" -m recbole_hdccf.plots sensitivity --results="$OUT/variants-p"
+                "$PYTHON" -m recbole_hdccf.plots sensitivity --results="$OUT/variants-w"
                 "$PYTHON" -m recbole_hdccf.plots scores --results="$OUT/modulation"
                 ;;
             *) echo "unknown step $step: use paper, paper30, retest, long, random, d128, variants, full, full30, ablation, sensitivity, modulation, plots, tune or tuned" >&2

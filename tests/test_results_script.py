@@ -261,12 +261,30 @@ def test_variants_step_runs_the_published_configurations_variants_and_tables_the
         "HDCCF[ui_negatives=items;debias=True;stopping_step=5;ablation=unmodulated]",
     ]
     p_variants = [f"{unmodulated};neighbor_num={p}]" for p in (1, 3, 4, 5, 6)]
+    # the false-negative rates around the paper's defaults (debiased, negative users and items)
+    w_variants = (
+        ["HDCCF[ablation=unmodulated]"]
+        + [f"HDCCF[ablation=unmodulated;w_i_pos={w}]" for w in ("0.0", "0.1", "0.2")]
+        + [f"HDCCF[ablation=unmodulated;w_u_pos={w}]" for w in ("0.0", "0.1", "0.15", "0.2")]
+    )
     out = tmp_path / "out"
     calls = _run(tmp_path, "variants")
-    runs = [c for c in calls if "--report_only" not in c]
-    assert sorted(c.split("--models=")[1] for c in runs) == sorted(variants + p_variants)
-    assert all(f"--out={out / 'variants'} " in c for c in calls if "neighbor_num" not in c)
-    assert all(f"--out={out / 'variants-p'} " in c for c in calls if "neighbor_num" in c)
+    benchmarks = [c for c in calls if "recbole_hdccf.benchmark" in c]
+    runs = [c for c in benchmarks if "--report_only" not in c]
+    labels = [c.split("--models=")[1] for c in runs]
+    assert sorted(labels) == sorted(variants + p_variants + w_variants)
+    folders = {
+        label: c.split("--out=")[1].split(" ")[0] for label, c in zip(labels, runs, strict=True)
+    }
+    assert {folders[label] for label in variants} == {str(out / "variants")}
+    assert {folders[label] for label in p_variants} == {str(out / "variants-p")}
+    assert {folders[label] for label in w_variants} == {str(out / "variants-w")}
+    reports = [c for c in benchmarks if "--report_only" in c]
+    assert (
+        f"--out={out / 'variants-w'} --models={','.join(w_variants)} --report_only" in reports[-1]
+    )
+    # then their checkpoints under full ranking, as the d128 step does
+    assert calls[-1] == f"-m recbole_hdccf.retest --runs={out / 'variants-w'} --protocol=full"
     # without the paper step's (or the variants') runs there is nothing to merge
     assert not any("--merge_runs" in c for c in calls)
     (out / "paper").mkdir(parents=True)
@@ -292,6 +310,7 @@ def test_plots_step_draws_every_figure_from_its_steps_folder(tmp_path):
         f"scores --results={out / 'variants'}",
         f"sensitivity --results={out / 'sensitivity'}",
         f"sensitivity --results={out / 'variants-p'}",
+        f"sensitivity --results={out / 'variants-w'}",
         f"scores --results={out / 'modulation'}",
     ]
 
