@@ -262,11 +262,10 @@ def test_variants_step_runs_the_published_configurations_variants_and_tables_the
     ]
     p_variants = [f"{unmodulated};neighbor_num={p}]" for p in (1, 3, 4, 5, 6)]
     # the false-negative rates around the paper's defaults (debiased, negative users and items)
-    w_variants = (
-        ["HDCCF[ablation=unmodulated]"]
-        + [f"HDCCF[ablation=unmodulated;w_i_pos={w}]" for w in ("0.0", "0.1", "0.2")]
-        + [f"HDCCF[ablation=unmodulated;w_u_pos={w}]" for w in ("0.0", "0.1", "0.15", "0.2")]
-    )
+    w_variants = ["HDCCF[ablation=unmodulated]"]
+    for w in ("0.0", "0.1", "0.15", "0.2"):
+        w_variants += [f"HDCCF[ablation=unmodulated;{rate}={w}]" for rate in ("w_i_pos", "w_u_pos")]
+    w_variants.append("HDCCF[ablation=unmodulated;w_i_pos=0.0;w_u_pos=0.2]")
     out = tmp_path / "out"
     calls = _run(tmp_path, "variants")
     benchmarks = [c for c in calls if "recbole_hdccf.benchmark" in c]
