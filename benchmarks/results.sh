@@ -95,7 +95,8 @@ VARIANTS=("$UNMODULATED]" "${PROPOSED/debias=False/debias=True}"
 P_VARIANTS=()
 for p in 1 3 4 5 6; do P_VARIANTS+=("$UNMODULATED;neighbor_num=$p]"); done
 # w_i+ and w_u+ (Fig. 4's first two panels) need the debiased loss, and w_u+ negative users: the
-# paper's defaults, unmodulated (its cost), at 0.05 each, and one rate moved at a time
+# paper's defaults (0.05 each), unmodulated (a fifth of the modulated epoch time), one rate moved
+# at a time
 PAPER_UNMODULATED="HDCCF[ablation=unmodulated]"
 W_VARIANTS=("$PAPER_UNMODULATED")
 for w in 0.0 0.1 0.15 0.2; do
