@@ -97,12 +97,12 @@ for p in 1 3 4 5 6; do P_VARIANTS+=("$UNMODULATED;neighbor_num=$p]"); done
 # w_i+ and w_u+ (Fig. 4's first two panels) need the debiased loss, and w_u+ negative users: the
 # paper's defaults (0.05 each), unmodulated (a fifth of the modulated epoch time), one rate moved
 # at a time
-PAPER_UNMODULATED="HDCCF[ablation=unmodulated]"
-W_VARIANTS=("$PAPER_UNMODULATED")
+PAPER_UNMODULATED="HDCCF[ablation=unmodulated"  # open, as UNMODULATED, for more settings
+W_VARIANTS=("$PAPER_UNMODULATED]")
 for w in 0.0 0.1 0.15 0.2; do
-    W_VARIANTS+=("${PAPER_UNMODULATED%]};w_i_pos=$w]" "${PAPER_UNMODULATED%]};w_u_pos=$w]")
+    W_VARIANTS+=("$PAPER_UNMODULATED;w_i_pos=$w]" "$PAPER_UNMODULATED;w_u_pos=$w]")
 done
-W_VARIANTS+=("${PAPER_UNMODULATED%]};w_i_pos=0.0;w_u_pos=0.2]")  # the best of each, together
+W_VARIANTS+=("$PAPER_UNMODULATED;w_i_pos=0.0;w_u_pos=0.2]")  # the best of each, together
 SIMPLEX="SimpleX[train_batch_size=26112;learning_rate=0.005]"
 read -r -a BASELINES <<< "${BASELINES:-BPR NeuMF[learning_rate=0.0005] ENMF[dropout_prob=0.3;stopping_step=30] LightGCN[learning_rate=0.01] $SIMPLEX}"
 
