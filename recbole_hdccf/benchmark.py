@@ -27,7 +27,8 @@ seconds of a fixed reference workload timed just before and after training
 wall-clock, and the table notes when the runs it stopped saw different machine speeds or
 allocator settings. ``code_version`` names the code a run ran (:func:`code_version`), and
 ``cpu`` the processor (``machine_speed.cpu_description``): runs replay exactly only on the same
-kind.
+kind. ``valid_curve`` lists every validation as ``[epoch, score]`` (JSON only), so a record
+shows whether a run was still rising when it stopped.
 
 The proposed model, whose improvement over the best baseline and p-value the table gives, is the
 first HDCCF label in ``--models`` (``--proposed`` picks another); every other HDCCF label is a
@@ -242,6 +243,8 @@ def run_one(spec: RunSpec, base: dict, workdir: Path) -> dict:
         "seconds_per_epoch": float(np.median(epoch_times)) if len(epoch_times) else None,
         "epochs_run": len(scores),
         "epochs_to_best": best_valid_epoch(epochs, scores),
+        # every validation, so that a record shows whether a run was still rising (JSON only)
+        "valid_curve": [[e + 1, s] for e, s in zip(epochs, scores, strict=True)],
         "total_seconds": total,
         "resumed_after_epochs": resumed_after,
         "time_budget_reached": bool(result.get("time_budget_reached")),

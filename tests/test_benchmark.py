@@ -266,9 +266,13 @@ def test_a_run_interrupted_mid_training_resumes_to_the_uninterrupted_record(
     resumed = run("killed")
 
     assert whole["resumed_after_epochs"] == 0 and resumed["resumed_after_epochs"] == 3
-    for key in ("test", "valid", "epochs_run", "epochs_to_best"):
+    for key in ("test", "valid", "epochs_run", "epochs_to_best", "valid_curve"):
         assert resumed[key] == whole[key], key
     assert resumed["epochs_run"] == 6
+    # one validation an epoch, counted from 1, with the best where epochs_to_best says
+    curve = dict(whole["valid_curve"])
+    assert list(curve) == [1, 2, 3, 4, 5, 6]
+    assert curve[whole["epochs_to_best"]] == max(curve.values())
     assert resumed["total_seconds"] > 0 and resumed["seconds_per_epoch"] > 0
     best, reference = (load_checkpoint(r["checkpoint"])["state_dict"] for r in (resumed, whole))
     for name, value in reference.items():
