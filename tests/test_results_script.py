@@ -181,7 +181,7 @@ def test_long_step_runs_the_budget_bound_baselines_by_epochs_without_a_budget(tm
     out = tmp_path / "out" / "paper-long"
     assert _labels_and_limits(calls) == [
         ("LightGCN[learning_rate=0.01]", "epochs=40"),
-        (simplex, "epochs=42"),
+        (simplex, "epochs=120"),
     ]
     benchmarks = [c for c in calls if "recbole_hdccf.benchmark" in c]
     assert len(benchmarks) == 3 and "--report_only" in benchmarks[-1]
