@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from recbole_hdccf.benchmark import SENSITIVITY_GRID, RunSpec, best_checkpoint, parse_models
+from recbole_hdccf.paths import model_files, properties_dir
 from recbole_hdccf.settings import ABLATIONS
 
 ABLATION_NAMES = {
@@ -166,19 +167,41 @@ def _ablation_spelled_out(changed: dict) -> str | None:
     return None
 
 
-def sensitivity_curves(records: list[dict]) -> dict[str, dict]:
+def _file_defaults(model: str) -> dict:
+    """The settings a run of ``model`` reads from the plugin's yaml when its label and ``--set``
+    leave them out (``properties/HDCCF.yaml``; ``properties/model/<model>.yaml`` for a baseline)."""
+    import yaml
+
+    paths = [properties_dir() / "HDCCF.yaml"] if model == "HDCCF" else model_files(model)
+    defaults = {}
+    for path in paths:
+        defaults.update(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {})
+    return defaults
+
+
+def sensitivity_curves(records: list[dict], notes: list[str] | None = None) -> dict[str, dict]:
     """Fig. 4's curves, ``{param: {value: [records]}}``, for each setting of the sensitivity grid:
     runs of one model whose labels differ only in it. A run whose label leaves the setting out
     sits at its configured value (the base of ``neighbor_num=1`` and ``neighbor_num=3`` is a point
-    at P = 2). Of the groups with two values or more, the one with the most values is drawn, and
-    it keeps only the seeds every one of its points ran: a base run over three seeds is compared
-    with one-seed variants on their seed."""
+    at P = 2): its record's ``config``, or, for a record without one (a ``runs.csv`` row merged
+    with ``--merge_runs``), the value in the plugin's yaml, which ``notes`` then names. Of the
+    groups with two values or more, the one with the most values is drawn, and it keeps only the
+    seeds every one of its points ran: a base run over three seeds is compared with one-seed
+    variants on their seed."""
     parsed = [(record, *_model_settings(record["label"])) for record in records]
     curves = {}
+    assumed: dict[str, set] = {}
     for param in SENSITIVITY_GRID:
         groups: dict[tuple, dict] = {}
         for record, model, settings in parsed:
-            value = settings.get(param, record["config"].get(param))
+            if param in settings:
+                value = settings[param]
+            elif "config" in record:
+                value = record["config"].get(param)
+            else:
+                value = _file_defaults(model).get(param)
+                if value is not None:
+                    assumed.setdefault(param, set()).add((model, value, record["label"]))
             if value is None:
                 continue
             others = tuple(sorted((k, repr(v)) for k, v in settings.items() if k != param))
@@ -191,12 +214,23 @@ def sensitivity_curves(records: list[dict]) -> dict[str, dict]:
             curves[param] = {
                 value: [r for r in curve[value] if r["seed"] in seeds] for value in sorted(curve)
             }
+            drawn = {r["label"] for runs in curves[param].values() for r in runs}
+            for model, value, label in sorted(assumed.get(param, ()), key=str):
+                if label in drawn and notes is not None:
+                    notes.append(
+                        f"{label}: its records carry no config (a runs.csv), so it is drawn at "
+                        f"{param}={value}, {model}'s value in the plugin's yaml; merge its "
+                        f"runs.json instead if it ran with --set {param}=..."
+                    )
     return curves
 
 
 def sensitivity_plot(results: Path, metrics=("hit@10", "ndcg@10")) -> Path:
     """Fig. 4: each metric against w_i+, w_u+ and P, the other settings unchanged."""
-    curves = sensitivity_curves(_records(results))
+    notes: list[str] = []
+    curves = sensitivity_curves(_records(results), notes)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     if not curves:
         raise FileNotFoundError(
             f"sensitivity plot needs runs in {results} that differ only in one of "

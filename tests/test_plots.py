@@ -63,6 +63,39 @@ def test_sensitivity_curves_around_a_configuration_compare_on_common_seeds():
     assert [r["test"]["ndcg@10"] for r in curve[3]] == [0.403]
 
 
+def test_sensitivity_from_csv_records_places_the_base_at_the_yaml_value(tmp_path, capsys):
+    """runs.csv rows (--merge_runs of a committed CSV) carry no config: a label that leaves the
+    setting out is drawn at properties/HDCCF.yaml's value, and the plot says so."""
+    import yaml
+
+    from recbole_hdccf.paths import properties_dir
+
+    default = yaml.safe_load((properties_dir() / "HDCCF.yaml").read_text())["w_u_pos"]
+    base = "HDCCF[ablation=unmodulated]"
+    rows = [_record(base, s, 0.38) for s in (1, 2)]
+    rows += [
+        _record(f"HDCCF[ablation=unmodulated;w_u_pos={v}]", s, 0.3 + v)
+        for v in (0.0, 0.2)
+        for s in (1, 2)
+    ]
+    for row in rows:
+        del row["config"]
+    curves = plots.sensitivity_curves(rows, notes := [])
+    assert list(curves["w_u_pos"]) == sorted([0.0, default, 0.2])
+    assert {r["label"] for r in curves["w_u_pos"][default]} == {base}
+    assert len(notes) == 1 and base in notes[0] and f"w_u_pos={default}" in notes[0]
+    # the same from a folder, with the note on stderr
+    (tmp_path / "runs.json").write_text(json.dumps(rows))
+    assert plots.main(["sensitivity", f"--results={tmp_path}"]) == 0
+    assert "carry no config" in capsys.readouterr().err
+    values = {r["value"] for r in csv.DictReader(open(tmp_path / "sensitivity.csv"))}
+    assert values == {"0.0", str(default), "0.2"}
+    # records with a config are drawn at it, with no note
+    with_config = [{**r, "config": {"w_u_pos": 0.1}} if r["label"] == base else r for r in rows]
+    curves = plots.sensitivity_curves(with_config, notes := [])
+    assert list(curves["w_u_pos"]) == [0.0, 0.1, 0.2] and notes == []
+
+
 def test_y_range_pads_by_three_error_bars_and_at_least_the_noise_floor():
     assert plots._y_range([0.40, 0.42], [0.0, 0.0]) == pytest.approx((0.385, 0.435))
     assert plots._y_range([0.40, 0.42], [0.01, 0.02]) == pytest.approx((0.34, 0.48))
