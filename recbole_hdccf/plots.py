@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import os
 import sys
@@ -167,6 +168,7 @@ def _ablation_spelled_out(changed: dict) -> str | None:
     return None
 
 
+@functools.cache  # read once per model, not once per record and setting
 def _file_defaults(model: str) -> dict:
     """The settings a run of ``model`` reads from the plugin's yaml when its label and ``--set``
     leave them out (``properties/HDCCF.yaml``; ``properties/model/<model>.yaml`` for a baseline)."""
