@@ -192,9 +192,9 @@ def sensitivity_curves(records: list[dict], notes: list[str] | None = None) -> d
     variants on their seed."""
     parsed = [(record, *_model_settings(record["label"])) for record in records]
     curves = {}
-    assumed: dict[str, set] = {}
     for param in SENSITIVITY_GRID:
         groups: dict[tuple, dict] = {}
+        assumed = set()  # (model, value, label) placed at the yaml's value
         for record, model, settings in parsed:
             if param in settings:
                 value = settings[param]
@@ -203,7 +203,7 @@ def sensitivity_curves(records: list[dict], notes: list[str] | None = None) -> d
             else:
                 value = _file_defaults(model).get(param)
                 if value is not None:
-                    assumed.setdefault(param, set()).add((model, value, record["label"]))
+                    assumed.add((model, value, record["label"]))
             if value is None:
                 continue
             others = tuple(sorted((k, repr(v)) for k, v in settings.items() if k != param))
@@ -217,7 +217,7 @@ def sensitivity_curves(records: list[dict], notes: list[str] | None = None) -> d
                 value: [r for r in curve[value] if r["seed"] in seeds] for value in sorted(curve)
             }
             drawn = {r["label"] for runs in curves[param].values() for r in runs}
-            for model, value, label in sorted(assumed.get(param, ()), key=str):
+            for model, value, label in sorted(assumed, key=str):
                 if label in drawn and notes is not None:
                     notes.append(
                         f"{label}: its records carry no config (a runs.csv), so it is drawn at "
