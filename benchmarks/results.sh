@@ -129,7 +129,9 @@ limits() {  # step label -> one key=value for --set, or nothing
         random:NeuMF | d128:NeuMF) echo epochs=40 ;;
         random:LightGCN | d128:LightGCN) echo epochs=18 ;;
         random:SimpleX | d128:SimpleX) echo epochs=28 ;;
-        d128:HDCCF | d128:BPR) echo train_time_budget=1800 ;; d128:ENMF) echo train_time_budget=3300 ;;
+        d128:HDCCF | d128:BPR) echo train_time_budget=1800 ;;
+        # ENMF at patience 30 was still creeping up when 175 epochs ended it (2026-12-07)
+        d128:ENMF) echo epochs=175 ;;
         # long: caps early stopping stays under (LightGCN stopped after 31-35 epochs, SimpleX
         # after 32-53: a cap of 42 ended two SimpleX runs at their best epoch, 120 let them stop)
         long:LightGCN) echo epochs=40 ;; long:SimpleX) echo epochs=120 ;;

@@ -196,13 +196,17 @@ def test_long_step_runs_the_budget_bound_baselines_by_epochs_without_a_budget(tm
 
 def test_d128_step_runs_every_model_at_embedding_size_128_with_its_documented_limit(tmp_path):
     calls = _run(
-        tmp_path, "d128", BASELINES="BPR NeuMF[learning_rate=0.0005] LightGCN[learning_rate=0.01]"
+        tmp_path,
+        "d128",
+        BASELINES="BPR NeuMF[learning_rate=0.0005] ENMF[dropout_prob=0.3;stopping_step=30] "
+        "LightGCN[learning_rate=0.01]",
     )
     out = f"{tmp_path}/out/d128"
     unmodulated = "HDCCF[ui_negatives=items;debias=False;stopping_step=5;ablation=unmodulated"
     # NeuMF's two sizes; a budget of its own overrides BUDGET, an epoch count keeps it
     assert _labels_and_limits(calls) == [
         ("BPR[embedding_size=128]", "train_time_budget=1800"),
+        ("ENMF[dropout_prob=0.3;stopping_step=30;embedding_size=128]", "epochs=175"),
         (f"{unmodulated};embedding_size=128]", "train_time_budget=1800"),
         ("LightGCN[learning_rate=0.01;embedding_size=128]", "epochs=18"),
         ("NeuMF[learning_rate=0.0005;mf_embedding_size=128;mlp_embedding_size=128]", "epochs=40"),
