@@ -15,6 +15,12 @@ skips the runs that finished, and refuses to reuse one that ran with other setti
 was interrupted (a kill, a crash, ``--timeout``; rerun a failed one with ``--retry_failed``)
 resumes from its last end-of-epoch checkpoint, exactly (``trainer.py``): its record counts the
 epochs, seconds and time budget of every attempt, and says after how many epochs it resumed.
+``--extend`` lets finished runs train on under a larger ``train_time_budget`` or ``epochs``
+(given with ``--set`` or in the label; every other setting as they ran): each resumes from its
+last checkpoint, and a run that its budget or its epochs ended trains on exactly as if it had
+run under the larger ones from the start (one that early stopping ended is only tested again).
+Its earlier record is kept as ``OUT/runs/<run>/before-extend-<n>.json``, and the new one names
+the values it was extended from (``extended_from``, JSON only).
 ``OUT/table.md``, ``OUT/runs.csv`` and ``OUT/runs.json`` are rewritten after every run;
 ``--report_only`` rewrites them from the finished runs without running anything (to merge runs
 that several benchmark processes wrote into one folder; runs made with other settings are kept
@@ -53,6 +59,7 @@ import numpy as np
 
 from recbole_hdccf.machine_speed import speed_note
 from recbole_hdccf.paths import source_checkout
+from recbole_hdccf.quick_start import budget_was_raised
 
 METRICS = ("hit@10", "ndcg@10", "ndcg@50")
 METRIC_LABELS = {"hit@10": "HR@10", "ndcg@10": "NDCG@10", "ndcg@50": "NDCG@50"}
@@ -71,6 +78,8 @@ COST_COLUMNS = (
     "reference_seconds_after",
     "freed_memory_kept",
 )
+# The settings --extend may raise: a run they ended trains on from its last checkpoint.
+EXTENDABLE = ("train_time_budget", "epochs")
 PROPOSED = "HDCCF"
 ABLATION_MODELS = ",".join(
     ["HDCCF"] + [f"HDCCF[ablation={a}]" for a in ("wo_u", "wo_i", "wo_ui", "bpr_plus", "biased")]
@@ -630,14 +639,25 @@ def effective_settings(spec: RunSpec, base: dict) -> dict:
     }
 
 
-def settings_changes(spec: RunSpec, base: dict, request_file: Path) -> list[str]:
-    """How ``spec`` under ``base`` differs from the stored request of a finished or interrupted
-    run ([] if it does not, or if the run predates stored requests)."""
-    if not request_file.is_file():
-        return []
+def _settings_then_and_now(spec: RunSpec, base: dict, request_file: Path) -> tuple[dict, dict]:
+    """The effective settings of the run stored in ``request_file``, and of ``spec`` now."""
     stored = json.loads(request_file.read_text(encoding="utf-8"))
     before = effective_settings(RunSpec(**stored["spec"]), stored["base"])
     now = json.loads(json.dumps(effective_settings(spec, base)))  # tuples -> lists, as stored
+    return before, now
+
+
+def settings_changes(
+    spec: RunSpec, base: dict, request_file: Path, ignore: tuple[str, ...] = ()
+) -> list[str]:
+    """How ``spec`` under ``base`` differs from the stored request of a finished or interrupted
+    run ([] if it does not, or if the run predates stored requests); config keys in ``ignore``
+    are not compared."""
+    if not request_file.is_file():
+        return []
+    before, now = _settings_then_and_now(spec, base, request_file)
+    for settings in (before, now):
+        settings["config"] = {k: v for k, v in settings["config"].items() if k not in ignore}
     changes = []
     if before["dataset"] != now["dataset"]:
         changes.append(f"dataset: {before['dataset']} -> {now['dataset']}")
@@ -664,6 +684,45 @@ def settings_changes(spec: RunSpec, base: dict, request_file: Path) -> list[str]
     return changes
 
 
+def extension_of(spec: RunSpec, base: dict, run_dir: Path, record: dict) -> dict:
+    """For ``--extend``: the values a finished run ran with, of the settings in
+    :data:`EXTENDABLE` that ``spec`` raises, by name. ValueError, naming the reason, if the run
+    cannot be extended to ``spec``'s settings."""
+    request = run_dir / "request.json"
+    if not request.is_file():
+        raise ValueError("it predates stored requests, so its settings are not known")
+    if record.get("status") != "ok":
+        raise ValueError("it failed (rerun it with --retry_failed)")
+    if others := settings_changes(spec, base, request, ignore=EXTENDABLE):
+        raise ValueError(f"not only {' and '.join(EXTENDABLE)} changed ({'; '.join(others)})")
+    before, now = (s["config"] for s in _settings_then_and_now(spec, base, request))
+    raised = {}
+    for key in EXTENDABLE:
+        if before.get(key, "<unset>") == now.get(key, "<unset>"):
+            continue
+        if key not in now:
+            raise ValueError(f"give {key} explicitly (--set {key}=N), larger than it ran with")
+        old = before[key] if key in before else record.get("config", {}).get(key)
+        new = now[key]
+        if old is None and key == "epochs":
+            raise ValueError("its record does not say how many epochs it ran with")
+        larger = budget_was_raised(old, new) if key == "train_time_budget" else new > old
+        if not larger:
+            raise ValueError(f"{key} {old} -> {new}: an extension only raises it")
+        raised[key] = old
+    if resume_checkpoint(run_dir) is None:
+        raise ValueError("it left no end-of-epoch checkpoint to go on from")
+    return raised
+
+
+def _archive_record(done: Path, run_dir: Path) -> Path:
+    """Move a finished run's record aside before it is extended; returns where it went."""
+    number = 1 + len(list(run_dir.glob("before-extend-*.json")))
+    kept = run_dir / f"before-extend-{number}.json"
+    os.replace(done, kept)
+    return kept
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m recbole_hdccf.benchmark", description=__doc__)
     parser.add_argument("--dataset", required=True)
@@ -687,6 +746,12 @@ def main(argv=None) -> int:
         help="torch threads per run (default: torch's, all cores); 1 when runs share the cores",
     )
     parser.add_argument("--retry_failed", action="store_true", help="rerun failed runs")
+    parser.add_argument(
+        "--extend",
+        action="store_true",
+        help="let finished runs train on under a larger train_time_budget or epochs (--set), "
+        "from their last checkpoints",
+    )
     parser.add_argument(
         "--proposed", default=None, help="label given Imp. and p (default: the first HDCCF one)"
     )
@@ -725,6 +790,8 @@ def main(argv=None) -> int:
                     raise ValueError(f"{source}: {error}") from None
         if args.merge_runs and not args.report_only:
             raise ValueError("--merge_runs only merges into a report: add --report_only")
+        if args.extend and args.report_only:
+            raise ValueError("--extend trains runs on; --report_only runs nothing: drop one")
         merged = {}
         for path in args.merge_runs or []:
             merged.update(read_runs(path))
@@ -742,11 +809,21 @@ def main(argv=None) -> int:
     # Runs that finished with other settings, one entry per distinct change: a report over runs
     # made with `--set epochs=N` would otherwise repeat the same line for every run.
     runs_by_changes: dict[tuple[str, ...], list[str]] = {}
+    extensions: dict[str, dict] = {}  # --extend: run key -> the raised settings' earlier values
     for spec in specs:
-        if (out / "runs" / f"{spec.key}.json").exists() and (
-            changes := settings_changes(spec, base, out / "runs" / spec.key / "request.json")
+        run_dir, done = out / "runs" / spec.key, out / "runs" / f"{spec.key}.json"
+        if not done.exists() or not (
+            changes := settings_changes(spec, base, run_dir / "request.json")
         ):
-            runs_by_changes.setdefault(tuple(changes), []).append(spec.key)
+            continue
+        if args.extend:
+            try:
+                record = json.loads(done.read_text(encoding="utf-8"))
+                extensions[spec.key] = extension_of(spec, base, run_dir, record)
+                continue
+            except ValueError as error:
+                changes.append(f"--extend cannot go on from it: {error}")
+        runs_by_changes.setdefault(tuple(changes), []).append(spec.key)
     for changes, keys in runs_by_changes.items():
         runs = f"run {keys[0]}" if len(keys) == 1 else f"{len(keys)} runs ({', '.join(keys)})"
         print(
@@ -801,14 +878,27 @@ def main(argv=None) -> int:
             else:
                 missing.append(f"{spec.label} seed={spec.seed}")
             continue
-        if done.exists():
+        extended_from = extensions.get(spec.key)
+        if extended_from is not None:
+            kept = _archive_record(done, out / "runs" / spec.key)
+            raised = ", ".join(
+                f"{k} {v} -> {effective_settings(spec, base)['config'][k]}"
+                for k, v in extended_from.items()
+            )
+            print(
+                f"{prefix}: extending ({raised}; the earlier record is {kept.name}) ...", flush=True
+            )
+        elif done.exists():
             record = json.loads(done.read_text(encoding="utf-8"))
             if record["status"] == "ok" or not args.retry_failed:
                 records[spec.key] = record
                 print(f"{prefix}: skipped, finished earlier ({record['status']})", flush=True)
                 continue
-        print(f"{prefix}: running ...", flush=True)
+        if extended_from is None:
+            print(f"{prefix}: running ...", flush=True)
         record = run_in_child(spec, base, out, args.timeout)
+        if extended_from is not None:
+            record["extended_from"] = extended_from
         _write_json(done, record)
         records[spec.key] = record
         if record["status"] == "ok":

@@ -17,7 +17,10 @@ Differences from ``recbole.quick_start.run_recbole`` (everything else is the sam
   validation that leaves time for another epoch within the budget, and the best model so far is
   tested, as if early stopping had fired (``result["time_budget_reached"]``). For fixed-cost
   comparisons on lent machines; ``epochs`` and ``stopping_step`` still apply. A resumed run
-  counts the seconds of the epochs it trained before against the budget.
+  counts the seconds of the epochs it trained before against the budget; a run the budget
+  ended, resumed under a larger budget (or none) that leaves room for another epoch, trains on
+  from where it stopped, exactly as if it had run under that budget from the start (as a run
+  that its ``epochs`` ended trains on under larger ``epochs``).
 Any RecBole model runs through it unchanged. :func:`objective_function` is RecBole's tuning
 objective on top of it, so trials get the same checks and the same time budget.
 """
@@ -102,10 +105,21 @@ def with_time_budget(callback_fn, budget, spent=()):
         now = monotonic()
         last[1] = max(last[1], now - last[0])
         last[0] = now
-        if now - start + last[1] > budget:
+        if not next_epoch_fits(budget, now - start, last[1]):
             raise TimeBudgetReached(epoch_idx, now - start)
 
     return callback
+
+
+def next_epoch_fits(budget, elapsed: float, longest_epoch: float) -> bool:
+    """Whether another epoch, as long as the longest so far, ends within ``budget`` seconds
+    (None: no budget) after ``elapsed``: the time budget's one rule."""
+    return budget is None or elapsed + longest_epoch <= budget
+
+
+def budget_was_raised(before, now) -> bool:
+    """Whether budget ``now`` is larger than ``before`` (None: no budget, larger than any)."""
+    return before is not None and (now is None or now > before)
 
 
 def run_recbole(
@@ -147,6 +161,8 @@ def run_recbole(
     if resume:
         trainer.resume_checkpoint(resume)
     earlier_epochs = list(getattr(trainer, "epoch_log", None) or [])
+    if resume and getattr(trainer, "stop_reason", None) == TimeBudgetReached.reason:
+        _reopen_under_a_larger_budget(trainer, config["train_time_budget"], earlier_epochs, logger)
     budget_reached = False
     try:
         best_valid_score, best_valid_result = trainer.fit(
@@ -200,6 +216,23 @@ def run_recbole(
         result.pop("config")  # the queue pickles; a Config holds a torch.device and loggers
         queue.put(result)
     return result
+
+
+def _reopen_under_a_larger_budget(trainer, budget, earlier_epochs, logger) -> None:
+    """Let a resumed run that its time budget ended train on, if ``budget`` is larger than the
+    one it stopped under and leaves room for another epoch. Under the same budget it stays
+    ended: the seconds its checkpoint logged are a little less than the budget's clock read, so
+    the rule alone could let it train one epoch more."""
+    before = trainer.checkpoint_config["train_time_budget"]
+    seconds = [epoch["seconds"] for epoch in earlier_epochs]
+    if budget_was_raised(before, budget) and next_epoch_fits(
+        budget, sum(seconds), max(seconds, default=0.0)
+    ):
+        trainer.reopen()
+        logger.info(
+            f"train_time_budget {before} s -> {budget} s: the run that it ended after "
+            f"{sum(seconds):.0f} s trains on from epoch {trainer.start_epoch}"
+        )
 
 
 def objective_function(config_dict=None, config_file_list=None, saved=True):

@@ -87,6 +87,7 @@ class ResumableTrainerMixin:
     _train_loader = None
     _resumed_rank_states = None
     _epoch_clock = 0.0
+    checkpoint_config = None  # the Config of the run a resumed last checkpoint came from
     epoch_log: list[dict]  # {"epoch", "seconds", "valid_score" (None: not evaluated)} per epoch
 
     def __init__(self, *args, **kwargs):
@@ -247,6 +248,7 @@ class ResumableTrainerMixin:
         self.saved_model_file = checkpoint.get("best_model_file") or resume_file
         self._restore_rank_state(checkpoint.get("rank_states"))
         self.epoch_log = list(checkpoint.get("epoch_log") or [])  # a best file has none
+        self.checkpoint_config = checkpoint["config"]
         # Last checkpoints written before stop reasons existed say only "stopped".
         stopped = checkpoint.get("stopped", False)
         self.stop_reason = checkpoint.get("stop_reason") or ("stopped" if stopped else None)
@@ -259,6 +261,16 @@ class ResumableTrainerMixin:
             + (ended if self._finished else f"resume from epoch {self.start_epoch}")
             + f"; best models go to {self.saved_model_file}"
         )
+
+    def reopen(self) -> None:
+        """Train on after a resumed run that a :class:`StopTraining` reason ended, because that
+        reason no longer holds (a larger time budget): up to ``epochs``, with early stopping as
+        it stood. The checkpoint is exact, so the epochs that follow are those the run would
+        have trained had it never stopped."""
+        if self.stop_reason == EARLY_STOPPING:
+            raise ValueError("early stopping ended this run: reopening it would change its result")
+        self.stop_reason = None
+        self._finished = self.start_epoch >= self.epochs
 
     def _restore_rank_state(self, rank_states) -> None:
         if not rank_states:

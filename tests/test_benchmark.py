@@ -490,3 +490,62 @@ def test_code_version_names_the_commit_and_local_changes(tmp_path):
     # A folder inside a checkout that is not its top (an installed copy in a project's venv).
     (tmp_path / "venv").mkdir()
     assert benchmark.code_version(tmp_path / "venv") == __version__
+
+
+def test_extend_trains_finished_runs_on_to_the_records_of_runs_with_the_larger_settings(
+    finished_benchmark, tmp_path, capsys
+):
+    """A run its time budget ended (0.001 s: after its first epoch) and a run its epochs ended
+    go on from their last checkpoints to the records of runs that had the larger settings from
+    the start; --extend refuses anything else, naming why."""
+    config = finished_benchmark.config_file
+    out = tmp_path / "out"
+    budget_args = benchmark_args(config, out, "HDCCF", seeds="1")
+    assert benchmark.main(budget_args + ["--set", "train_time_budget=0.001"]) == 0
+    stopped = json.loads((out / "runs" / "HDCCF-seed1.json").read_text())
+    assert stopped["time_budget_reached"] and stopped["epochs_run"] == 1
+    capsys.readouterr()
+    assert benchmark.main(budget_args + ["--set", "train_time_budget=1000"]) == 2  # not asked
+    assert "train_time_budget: 0.001 -> 1000" in capsys.readouterr().err
+    assert benchmark.main(budget_args + ["--set", "train_time_budget=1000", "--extend"]) == 0
+    assert (
+        "HDCCF seed=1: extending (train_time_budget 0.001 -> 1000; the earlier record is "
+        "before-extend-1.json)" in capsys.readouterr().out
+    )
+    extended = json.loads((out / "runs" / "HDCCF-seed1.json").read_text())
+    uninterrupted = json.loads((finished_benchmark.out / "runs" / "HDCCF-seed1.json").read_text())
+    assert extended["epochs_run"] == 2 and not extended["time_budget_reached"]
+    assert extended["resumed_after_epochs"] == 1
+    assert extended["extended_from"] == {"train_time_budget": 0.001}
+    assert extended["test"] == uninterrupted["test"]
+    assert extended["valid_curve"] == uninterrupted["valid_curve"]
+    kept = json.loads((out / "runs" / "HDCCF-seed1" / "before-extend-1.json").read_text())
+    assert kept["test"] == stopped["test"] and kept["time_budget_reached"]
+
+    # epochs 2 -> 3 for a run its epochs ended, against a run of 3 epochs from the start
+    out = tmp_path / "copy"
+    shutil.copytree(finished_benchmark.out, out)
+    epochs_args = benchmark_args(config, out, "BPR", seeds="1") + ["--set", "epochs=3"]
+    assert benchmark.main(epochs_args + ["--extend"]) == 0
+    extended = json.loads((out / "runs" / "BPR-seed1.json").read_text())
+    assert extended["extended_from"] == {"epochs": 2} and extended["epochs_run"] == 3
+    reference_args = benchmark_args(config, tmp_path / "three", "BPR", seeds="1")
+    assert benchmark.main(reference_args + ["--set", "epochs=3"]) == 0
+    reference = json.loads((tmp_path / "three" / "runs" / "BPR-seed1.json").read_text())
+    assert extended["test"] == reference["test"]
+    assert extended["valid_curve"] == reference["valid_curve"]
+    capsys.readouterr()
+
+    refused = {
+        "train_time_budget=500": "train_time_budget 1000 -> 500: an extension only raises it",
+        "learning_rate=0.5": "not only train_time_budget and epochs changed (learning_rate: "
+        "<unset> -> 0.5)",
+    }
+    for setting, reason in refused.items():
+        extra = ["--set", "train_time_budget=1000", "--set", setting, "--extend"]
+        assert benchmark.main(budget_args + extra) == 2
+        assert f"--extend cannot go on from it: {reason}" in capsys.readouterr().err
+    assert benchmark.main(epochs_args[:-2] + ["--extend"]) == 2  # epochs back to the yaml's
+    assert "give epochs explicitly (--set epochs=N)" in capsys.readouterr().err
+    assert benchmark.main(epochs_args + ["--extend", "--report_only"]) == 2
+    assert "--extend trains runs on; --report_only runs nothing" in capsys.readouterr().err

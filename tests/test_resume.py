@@ -90,6 +90,8 @@ def test_resuming_a_finished_run_keeps_the_best_model(small_config_dict, tmp_pat
     again.trainer.resume_checkpoint(last)
     assert again.trainer.saved_model_file == os.path.abspath(best)
     assert again.trainer.stop_reason == EARLY_STOPPING
+    with pytest.raises(ValueError, match="early stopping ended this run"):
+        again.trainer.reopen()  # what a larger time budget does for a run the budget ended
     fit_run(again)
     assert again.train_losses == {}  # nothing trained
     assert _digest(best) == before

@@ -134,3 +134,53 @@ def test_tuning_objective_validates_and_keeps_the_budget_per_trial(small_config_
 
     with pytest.raises(ConfigError, match="tau"):
         quick_start.objective_function({**trial, "tau": -1.0})
+
+
+class _StoppedTrainer:
+    """What ``_reopen_under_a_larger_budget`` reads of a resumed trainer."""
+
+    def __init__(self, budget):
+        self.checkpoint_config = {"train_time_budget": budget}
+        self.start_epoch, self.reopened = 2, False
+
+    def reopen(self):
+        self.reopened = True
+
+
+@pytest.mark.parametrize(
+    "before,now,reopens",
+    [
+        (25, 25, False),  # the budget it stopped under: it stays ended, whatever its seconds
+        (25, 20, False),
+        (25, 40, True),  # 10 + 15 s spent, and the next epoch may take 15 s: 40 s
+        (25, 39, False),
+        (25, None, True),  # no budget now
+        (None, 40, False),  # it had no budget: a budget did not end it
+    ],
+)
+def test_a_run_the_budget_ended_reopens_only_under_a_larger_budget_with_room(before, now, reopens):
+    trainer = _StoppedTrainer(before)
+    earlier = [{"epoch": 0, "seconds": 10.0}, {"epoch": 1, "seconds": 15.0}]
+    quick_start._reopen_under_a_larger_budget(trainer, now, earlier, quick_start.getLogger())
+    assert trainer.reopened is reopens
+
+
+def test_a_run_the_budget_ended_trains_on_under_a_larger_budget_exactly(
+    small_config_dict, monkeypatch
+):
+    """Stopped at 25 s after 2 epochs (the fake clock), resumed without a budget up to 4 epochs:
+    the record of a 4-epoch run."""
+    clock = itertools.count(0, 10)
+    monkeypatch.setattr(quick_start, "monotonic", lambda: float(next(clock)))
+    stopped, _ = _run(small_config_dict, epochs=4, train_time_budget=25)
+    monkeypatch.undo()
+    resumed, epochs = _run(
+        small_config_dict, epochs=4, train_time_budget=None, resume=stopped["last_checkpoint"]
+    )
+    assert epochs == [2, 3] and not resumed["time_budget_reached"]
+    reference, _ = _run(
+        {**small_config_dict, "checkpoint_dir": small_config_dict["checkpoint_dir"] + "-reference"},
+        epochs=4,
+    )
+    assert resumed["test_result"] == reference["test_result"]
+    assert resumed["best_valid_result"] == reference["best_valid_result"]
