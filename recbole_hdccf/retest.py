@@ -179,18 +179,26 @@ def _labels(records: list[dict], runs: Path) -> list[str]:
     return list(dict.fromkeys(order + sorted(r["label"] for r in records)))
 
 
-def _up_to_date(done: Path, checkpoint: Path | None) -> bool:
-    """Whether ``done`` is a successful retest of ``checkpoint`` as it is now."""
+# What a retest record replaces or adds; the rest it copies from the run's record.
+RETESTED_KEYS = ("valid", "test", "config", "retest")
+
+
+def _up_to_date(done: Path, checkpoint: Path | None, record: dict) -> bool:
+    """Whether ``done`` is a successful retest of ``checkpoint`` as it is now, made from the
+    run's ``record`` as it is now (a run extended without a better epoch keeps its checkpoint
+    but not its record: more epochs, seconds, settings)."""
     if not done.is_file():
         return False
     previous = json.loads(done.read_text(encoding="utf-8"))
     if previous["status"] != "ok":
         return False
     stored = previous["retest"]
+    copied = {k: v for k, v in previous.items() if k not in RETESTED_KEYS}
     return (
         checkpoint is not None
         and Path(stored["checkpoint"]).name == checkpoint.name
         and stored["checkpoint_mtime_ns"] == checkpoint.stat().st_mtime_ns
+        and copied == {k: v for k, v in record.items() if k not in RETESTED_KEYS}
     )
 
 
@@ -238,7 +246,7 @@ def main(argv=None) -> int:
             records.append(record)
             continue
         checkpoint = best_checkpoint(run_dir, record)
-        if _up_to_date(done, checkpoint):
+        if _up_to_date(done, checkpoint, record):
             print(f"{prefix}: skipped, retested earlier", flush=True)
             records.append(json.loads(done.read_text(encoding="utf-8")))
             continue

@@ -6,6 +6,7 @@ data is refused by name."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import yaml
@@ -81,6 +82,19 @@ def test_same_protocol_reproduces_the_runs_and_sampled_ranks_a_subset(
     assert retest.main([f"--runs={out}", f"--protocol={uni}", f"--out={sampled}"]) == 0
     assert capsys.readouterr().out.count("skipped, retested earlier") == 4
     assert _records(sampled) == ranked
+
+    # A run extended without a better epoch keeps its checkpoint, not its record: retested.
+    extended = tmp_path / "extended"
+    shutil.copytree(out, extended)  # the records still name the original checkpoints
+    record_file = extended / "runs" / "BPR-seed1.json"
+    record = json.loads(record_file.read_text())
+    record["epochs_run"] += 3
+    record_file.write_text(json.dumps(record))
+    assert retest.main([f"--runs={extended}", f"--protocol={uni}", f"--out={sampled}"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("skipped, retested earlier") == 3
+    assert "BPR seed=1: testing under" in printed
+    assert _records(sampled)["BPR", 1]["epochs_run"] == ranked["BPR", 1]["epochs_run"] + 3
 
 
 def test_changed_training_data_or_settings_are_refused(finished_runs, tmp_path, capsys):
