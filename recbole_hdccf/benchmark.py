@@ -881,20 +881,18 @@ def main(argv=None) -> int:
         extended_from = extensions.get(spec.key)
         if extended_from is not None:
             kept = _archive_record(done, out / "runs" / spec.key)
-            raised = ", ".join(
-                f"{k} {v} -> {effective_settings(spec, base)['config'][k]}"
-                for k, v in extended_from.items()
-            )
+            now = effective_settings(spec, base)["config"]
+            raised = ", ".join(f"{k} {v} -> {now[k]}" for k, v in extended_from.items())
             print(
                 f"{prefix}: extending ({raised}; the earlier record is {kept.name}) ...", flush=True
             )
-        elif done.exists():
-            record = json.loads(done.read_text(encoding="utf-8"))
-            if record["status"] == "ok" or not args.retry_failed:
-                records[spec.key] = record
-                print(f"{prefix}: skipped, finished earlier ({record['status']})", flush=True)
-                continue
-        if extended_from is None:
+        else:
+            if done.exists():
+                record = json.loads(done.read_text(encoding="utf-8"))
+                if record["status"] == "ok" or not args.retry_failed:
+                    records[spec.key] = record
+                    print(f"{prefix}: skipped, finished earlier ({record['status']})", flush=True)
+                    continue
             print(f"{prefix}: running ...", flush=True)
         record = run_in_child(spec, base, out, args.timeout)
         if extended_from is not None:
