@@ -21,6 +21,8 @@ last checkpoint, and a run that its budget or its epochs ended trains on exactly
 run under the larger ones from the start (one that early stopping ended is only tested again).
 Its earlier record is kept as ``OUT/runs/<run>/before-extend-<n>.json``, and the new one names
 the values it was extended from (``extended_from``, JSON only).
+A run trains only in the process that holds its lock (``run_lock.py``): benchmarks sharing an
+``--out`` leave a run another one is training to it, say which process holds it, and go on.
 ``OUT/table.md``, ``OUT/runs.csv`` and ``OUT/runs.json`` are rewritten after every run;
 ``--report_only`` rewrites them from the finished runs without running anything (to merge runs
 that several benchmark processes wrote into one folder; runs made with other settings are kept
@@ -60,6 +62,7 @@ import numpy as np
 from recbole_hdccf.machine_speed import speed_note
 from recbole_hdccf.paths import source_checkout
 from recbole_hdccf.quick_start import budget_was_raised
+from recbole_hdccf.run_lock import RunInUse, in_use, run_lock
 
 METRICS = ("hit@10", "ndcg@10", "ndcg@50")
 METRIC_LABELS = {"hit@10": "HR@10", "ndcg@10": "NDCG@10", "ndcg@50": "NDCG@50"}
@@ -80,6 +83,9 @@ COST_COLUMNS = (
 )
 # The settings --extend may raise: a run they ended trains on from its last checkpoint.
 EXTENDABLE = ("train_time_budget", "epochs")
+# How long a benchmark waits for a run's lock before it leaves the run to its holder: long
+# enough for a retest's or another benchmark's brief look, far shorter than a training run.
+LOCK_WAIT_SECONDS = 10.0
 PROPOSED = "HDCCF"
 ABLATION_MODELS = ",".join(
     ["HDCCF"] + [f"HDCCF[ablation={a}]" for a in ("wo_u", "wo_i", "wo_ui", "bpr_plus", "biased")]
@@ -325,8 +331,12 @@ def _write_json(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
-def run_in_child(spec: RunSpec, base: dict, out: Path, timeout: float | None) -> dict:
-    """Run ``spec`` in a fresh process; a crash or a timeout becomes a ``failed`` record."""
+def run_in_child(
+    spec: RunSpec, base: dict, out: Path, timeout: float | None, lock_fd: int | None = None
+) -> dict:
+    """Run ``spec`` in a fresh process; a crash or a timeout becomes a ``failed`` record.
+    ``lock_fd``, the run's lock (``run_lock.py``), is handed to the child, so that the run stays
+    locked while it trains even if this process is killed first."""
     workdir = out / "runs" / spec.key
     workdir.mkdir(parents=True, exist_ok=True)
     request = workdir / "request.json"
@@ -352,6 +362,7 @@ def run_in_child(spec: RunSpec, base: dict, out: Path, timeout: float | None) ->
                 timeout=timeout,
                 cwd=workdir,
                 env=env,
+                pass_fds=() if lock_fd is None else (lock_fd,),
             ).returncode
         except subprocess.TimeoutExpired:
             code = "timeout"
@@ -715,6 +726,36 @@ def extension_of(spec: RunSpec, base: dict, run_dir: Path, record: dict) -> dict
     return raised
 
 
+def next_step(
+    spec: RunSpec, base: dict, out: Path, extend: bool, retry_failed: bool
+) -> tuple[str, object]:
+    """What the benchmark does with a run now: ``("skip", record)`` if it finished, ``("extend",
+    the raised settings' earlier values)`` (see :func:`extension_of`) or ``("run", None)`` to
+    train it (afresh, or on from its last checkpoint), ``("conflict", why)`` if it finished or
+    was interrupted under settings it cannot go on from."""
+    run_dir, done = out / "runs" / spec.key, out / "runs" / f"{spec.key}.json"
+    request = run_dir / "request.json"
+    try:
+        record = json.loads(done.read_text(encoding="utf-8"))
+    except FileNotFoundError:  # not finished, or moved aside by an extension
+        record = None
+    if record is None:
+        if resume_checkpoint(run_dir) and (changes := settings_changes(spec, base, request)):
+            return "conflict", f"interrupted under other settings ({'; '.join(changes)})"
+        return "run", None
+    if changes := settings_changes(spec, base, request):
+        why = f"finished with other settings ({'; '.join(changes)})"
+        if not extend:
+            return "conflict", why
+        try:
+            return "extend", extension_of(spec, base, run_dir, record)
+        except ValueError as error:
+            return "conflict", f"{why}; --extend cannot go on from it: {error}"
+    if record["status"] == "ok" or not retry_failed:
+        return "skip", record
+    return "run", None
+
+
 def _archive_record(done: Path, run_dir: Path) -> Path:
     """Move a finished run's record aside before it is extended; returns where it went."""
     number = 1 + len(list(run_dir.glob("before-extend-*.json")))
@@ -809,17 +850,17 @@ def main(argv=None) -> int:
     # Runs that finished with other settings, one entry per distinct change: a report over runs
     # made with `--set epochs=N` would otherwise repeat the same line for every run.
     runs_by_changes: dict[tuple[str, ...], list[str]] = {}
-    extensions: dict[str, dict] = {}  # --extend: run key -> the raised settings' earlier values
     for spec in specs:
         run_dir, done = out / "runs" / spec.key, out / "runs" / f"{spec.key}.json"
-        if not done.exists() or not (
-            changes := settings_changes(spec, base, run_dir / "request.json")
+        if (
+            not done.exists()
+            or in_use(run_dir)  # being extended by another process: the run loop says so
+            or not (changes := settings_changes(spec, base, run_dir / "request.json"))
         ):
             continue
         if args.extend:
             try:
-                record = json.loads(done.read_text(encoding="utf-8"))
-                extensions[spec.key] = extension_of(spec, base, run_dir, record)
+                extension_of(spec, base, run_dir, json.loads(done.read_text(encoding="utf-8")))
                 continue
             except ValueError as error:
                 changes.append(f"--extend cannot go on from it: {error}")
@@ -849,6 +890,7 @@ def main(argv=None) -> int:
         for spec in ([] if args.report_only else specs)
         if not (out / "runs" / f"{spec.key}.json").exists()
         and resume_checkpoint(out / "runs" / spec.key)
+        and not in_use(out / "runs" / spec.key)  # training in another process: the loop says so
         and (changes := settings_changes(spec, base, out / "runs" / spec.key / "request.json"))
     ]
     for key, changes in interrupted:
@@ -865,9 +907,9 @@ def main(argv=None) -> int:
         )
         return 2
     records: dict[str, dict] = {}
-    missing = []
+    missing, busy, conflicts = [], [], []
     for index, spec in enumerate(specs, 1):
-        done = out / "runs" / f"{spec.key}.json"
+        run_dir, done = out / "runs" / spec.key, out / "runs" / f"{spec.key}.json"
         prefix = f"[{index}/{len(specs)}] {spec.label} seed={spec.seed}"
         if args.report_only:
             if done.exists():
@@ -878,26 +920,42 @@ def main(argv=None) -> int:
             else:
                 missing.append(f"{spec.label} seed={spec.seed}")
             continue
-        extended_from = extensions.get(spec.key)
-        if extended_from is not None:
-            kept = _archive_record(done, out / "runs" / spec.key)
-            now = effective_settings(spec, base)["config"]
-            raised = ", ".join(f"{k} {v} -> {now[k]}" for k, v in extended_from.items())
-            print(
-                f"{prefix}: extending ({raised}; the earlier record is {kept.name}) ...", flush=True
-            )
-        else:
-            if done.exists():
-                record = json.loads(done.read_text(encoding="utf-8"))
-                if record["status"] == "ok" or not args.retry_failed:
-                    records[spec.key] = record
-                    print(f"{prefix}: skipped, finished earlier ({record['status']})", flush=True)
+        step, detail = next_step(spec, base, out, args.extend, args.retry_failed)
+        if step == "skip":  # a finished run is read without its lock: a retest may hold it
+            records[spec.key] = detail
+            print(f"{prefix}: skipped, finished earlier ({detail['status']})", flush=True)
+            continue
+        try:
+            with run_lock(run_dir, wait=LOCK_WAIT_SECONDS) as lock_fd:
+                # Again, holding the lock: another process may have finished, extended or
+                # begun the run since the first look.
+                step, detail = next_step(spec, base, out, args.extend, args.retry_failed)
+                if step == "skip":
+                    records[spec.key] = detail
+                    print(f"{prefix}: skipped, finished meanwhile ({detail['status']})", flush=True)
                     continue
-            print(f"{prefix}: running ...", flush=True)
-        record = run_in_child(spec, base, out, args.timeout)
-        if extended_from is not None:
-            record["extended_from"] = extended_from
-        _write_json(done, record)
+                if step == "conflict":
+                    print(f"error: {prefix}: {detail}", file=sys.stderr, flush=True)
+                    conflicts.append(f"{spec.label} seed={spec.seed}")
+                    continue
+                if step == "extend":
+                    kept = _archive_record(done, run_dir)
+                    now = effective_settings(spec, base)["config"]
+                    raised = ", ".join(f"{k} {v} -> {now[k]}" for k, v in detail.items())
+                    print(
+                        f"{prefix}: extending ({raised}; the earlier record is {kept.name}) ...",
+                        flush=True,
+                    )
+                else:
+                    print(f"{prefix}: running ...", flush=True)
+                record = run_in_child(spec, base, out, args.timeout, lock_fd)
+                if step == "extend":
+                    record["extended_from"] = detail
+                _write_json(done, record)
+        except RunInUse as error:
+            print(f"{prefix}: skipped, {error}", flush=True)
+            busy.append(f"{spec.label} seed={spec.seed}")
+            continue
         records[spec.key] = record
         if record["status"] == "ok":
             ndcg = record["test"].get("ndcg@10", math.nan)
@@ -909,6 +967,12 @@ def main(argv=None) -> int:
         write_outputs(out, list(records.values()), labels, args.proposed)
     if missing:
         print(f"not run yet (left out of the table): {', '.join(missing)}", flush=True)
+    if busy:
+        print(
+            f"in use by other processes (left out of the table; run this command again when "
+            f"they finish): {', '.join(busy)}",
+            flush=True,
+        )
     if others := other_seeds(out, specs):
         seeds = sorted({spec.seed for spec in specs}.union(*others.values()))
         listed = "; ".join(f"{label} seed {', '.join(map(str, s))}" for label, s in others.items())
@@ -921,6 +985,13 @@ def main(argv=None) -> int:
     write_outputs(out, list(records.values()), labels, args.proposed)
     print((out / "table.md").read_text(encoding="utf-8"))
     print(f"written: {out / 'table.md'}, {out / 'runs.csv'}, {out / 'runs.json'}")
+    if conflicts:
+        print(
+            f"error: not run, as other settings reached them while this benchmark ran: "
+            f"{', '.join(conflicts)}; give these settings a new --out",
+            file=sys.stderr,
+        )
+        return 2
     return 0
 
 

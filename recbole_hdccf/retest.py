@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 from recbole_hdccf.benchmark import (
+    LOCK_WAIT_SECONDS,
     RunSpec,
     _jsonable,
     _write_json,
@@ -43,6 +44,7 @@ from recbole_hdccf.benchmark import (
     write_outputs,
 )
 from recbole_hdccf.paths import protocol_file
+from recbole_hdccf.run_lock import RunInUse, run_lock
 
 # Settings a protocol may change: how a trained model is evaluated. ``eval_args`` only in its
 # ``mode`` (the split, order and grouping decide the training data).
@@ -202,6 +204,29 @@ def _up_to_date(done: Path, checkpoint: Path | None, record: dict) -> bool:
     )
 
 
+def _retest_or_skip(
+    prefix: str, done: Path, run_dir: Path, record: dict, protocol: Path, workdir: Path
+) -> dict:
+    """The retest record of one finished run: the earlier one if it is up to date, else a new
+    one (written to ``done``; a ``failed`` record if the retest raised)."""
+    checkpoint = best_checkpoint(run_dir, record)
+    if _up_to_date(done, checkpoint, record):
+        print(f"{prefix}: skipped, retested earlier", flush=True)
+        return json.loads(done.read_text(encoding="utf-8"))
+    print(f"{prefix}: testing under {protocol.name} ...", flush=True)
+    workdir.mkdir(exist_ok=True)
+    try:
+        new = retest_one(run_dir, record, checkpoint, protocol, workdir)
+        ndcg = new["test"].get("ndcg@10", float("nan"))
+        print(f"{prefix}: NDCG@10 {ndcg:.4f} ({new['retest']['seconds']:.0f} s)", flush=True)
+    except Exception as error:  # noqa: BLE001  (one run's failure must not stop the others)
+        kept = {k: v for k, v in record.items() if k not in ("valid", "test")}
+        new = {**kept, "status": "failed", "error": f"retest: {error}"[:600]}
+        print(f"{prefix}: FAILED ({new['error']})", flush=True)
+    _write_json(done, new)
+    return new
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m recbole_hdccf.retest", description=__doc__)
     parser.add_argument("--runs", required=True, help="a benchmark --out folder")
@@ -236,7 +261,7 @@ def main(argv=None) -> int:
             print(f"error: no runs of {unknown} in {runs}; it has {labels}", file=sys.stderr)
             return 2
         labels = wanted
-    records = []
+    records, busy = [], []
     todo = [(key, r) for key, r in sources.items() if r["label"] in labels]
     for index, (key, record) in enumerate(todo, 1):
         prefix = f"[{index}/{len(todo)}] {record['label']} seed={record['seed']}"
@@ -245,24 +270,26 @@ def main(argv=None) -> int:
             print(f"{prefix}: failed in {runs}, left as it was", flush=True)
             records.append(record)
             continue
-        checkpoint = best_checkpoint(run_dir, record)
-        if _up_to_date(done, checkpoint, record):
-            print(f"{prefix}: skipped, retested earlier", flush=True)
-            records.append(json.loads(done.read_text(encoding="utf-8")))
-            continue
-        print(f"{prefix}: testing under {protocol.name} ...", flush=True)
-        workdir = out / "runs" / key
-        workdir.mkdir(exist_ok=True)
         try:
-            new = retest_one(run_dir, record, checkpoint, protocol, workdir)
-            ndcg = new["test"].get("ndcg@10", float("nan"))
-            print(f"{prefix}: NDCG@10 {ndcg:.4f} ({new['retest']['seconds']:.0f} s)", flush=True)
-        except Exception as error:  # noqa: BLE001  (one run's failure must not stop the others)
-            kept = {k: v for k, v in record.items() if k not in ("valid", "test")}
-            new = {**kept, "status": "failed", "error": f"retest: {error}"[:600]}
-            print(f"{prefix}: FAILED ({new['error']})", flush=True)
-        _write_json(done, new)
+            # Shared: retests may read a run together, a benchmark may not extend it meanwhile.
+            with run_lock(run_dir, shared=True, wait=LOCK_WAIT_SECONDS):
+                source = runs / "runs" / f"{key}.json"
+                if not source.is_file():  # an extension began after the first look and failed
+                    print(f"{prefix}: skipped, no longer finished in {runs}", flush=True)
+                    continue
+                record = json.loads(source.read_text(encoding="utf-8"))  # may have changed
+                new = _retest_or_skip(prefix, done, run_dir, record, protocol, out / "runs" / key)
+        except RunInUse as error:
+            print(f"{prefix}: skipped, {error}", flush=True)
+            busy.append(f"{record['label']} seed={record['seed']}")
+            continue
         records.append(new)
+    if busy:
+        print(
+            f"in use by a benchmark (left out of the table; retest again when it finishes): "
+            f"{', '.join(busy)}",
+            flush=True,
+        )
     labels = [label for label in labels if any(r["label"] == label for r in records)]
     proposed = args.proposed or default_proposed(labels)
     heading = (

@@ -3,6 +3,7 @@ model, the table's cells and significance column, and resume after an interrupti
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -549,3 +550,98 @@ def test_extend_trains_finished_runs_on_to_the_records_of_runs_with_the_larger_s
     assert "give epochs explicitly (--set epochs=N)" in capsys.readouterr().err
     assert benchmark.main(epochs_args + ["--extend", "--report_only"]) == 2
     assert "--extend trains runs on; --report_only runs nothing" in capsys.readouterr().err
+
+
+def test_a_run_another_process_holds_is_left_to_it_and_the_others_go_on(
+    finished_benchmark, tmp_path, capsys, monkeypatch
+):
+    """A run locked by another process is not trained beside it: the benchmark names the
+    holder, runs the rest, leaves the held run out of the table, and runs it once it is free."""
+    from recbole_hdccf.run_lock import run_lock
+
+    monkeypatch.setattr(benchmark, "LOCK_WAIT_SECONDS", 0.2)
+    out = tmp_path / "out"
+    args = benchmark_args(finished_benchmark.config_file, out, "BPR")  # seeds 1 and 2
+    with run_lock(out / "runs" / "BPR-seed1"):  # as another benchmark training it would
+        assert benchmark.main(args) == 0
+    printed = capsys.readouterr().out
+    assert f"[1/2] BPR seed=1: skipped, BPR-seed1 is in use by pid {os.getpid()} " in printed
+    assert "[2/2] BPR seed=2: running" in printed and "BPR seed=2: done" in printed
+    assert "in use by other processes (left out of the table; run this command again" in printed
+    assert not (out / "runs" / "BPR-seed1.json").exists()
+    assert [r["seed"] for r in json.loads((out / "runs.json").read_text())] == [2]
+
+    assert benchmark.main(args) == 0  # free now
+    printed = capsys.readouterr().out
+    assert "[1/2] BPR seed=1: running" in printed
+    assert "[2/2] BPR seed=2: skipped, finished earlier" in printed
+    assert sorted(r["seed"] for r in json.loads((out / "runs.json").read_text())) == [1, 2]
+
+
+def test_a_run_finished_by_another_process_while_waiting_for_its_lock_is_not_trained_again(
+    finished_benchmark, tmp_path, capsys, monkeypatch
+):
+    """The first look finds the run unfinished; by the time its lock is taken the other process
+    has written its record: the benchmark takes that record and trains nothing."""
+    out = tmp_path / "out"
+    shutil.copytree(finished_benchmark.out, out)
+    done = out / "runs" / "BPR-seed1.json"
+    record = done.read_text()
+    done.unlink()
+    real_lock = benchmark.run_lock
+
+    @contextlib.contextmanager
+    def lock_after_the_other_process_finished(run_dir, **kwargs):
+        done.write_text(record)
+        with real_lock(run_dir, **kwargs) as fd:
+            yield fd
+
+    monkeypatch.setattr(benchmark, "run_lock", lock_after_the_other_process_finished)
+    monkeypatch.setattr(benchmark, "run_in_child", None)  # training anything fails the test
+    args = benchmark_args(finished_benchmark.config_file, out, "BPR")
+    assert benchmark.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "[1/2] BPR seed=1: skipped, finished meanwhile (ok)" in printed
+    assert "[2/2] BPR seed=2: skipped, finished earlier (ok)" in printed
+    assert json.loads(done.read_text()) == json.loads(record)
+
+
+def test_a_training_child_keeps_its_run_locked_after_its_benchmark_is_killed(
+    tiny_data_path, tmp_path, subprocess_env, capsys, monkeypatch
+):
+    """Killing a benchmark (not its process group) leaves its run's child training: a second
+    benchmark must not resume that run beside it, and says which process holds it."""
+    monkeypatch.setattr(benchmark, "LOCK_WAIT_SECONDS", 0.2)
+    out = tmp_path / "out"
+    args = _args(tiny_data_path, tmp_path, out, models="BPR") + [
+        "--seed_list=1",
+        "--set",
+        "epochs=100000",  # trains until killed
+        "--set",
+        "stopping_step=100000",
+    ]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "recbole_hdccf.benchmark", *args],
+        env=subprocess_env,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        run_dir = out / "runs" / "BPR-seed1"
+        deadline = time.time() + 240
+        while benchmark.resume_checkpoint(run_dir) is None and time.time() < deadline:
+            time.sleep(0.2)  # until the child has trained an epoch
+        assert benchmark.resume_checkpoint(run_dir) is not None, "the run never trained"
+        os.kill(first.pid, signal.SIGKILL)  # the benchmark only
+        first.wait()
+        capsys.readouterr()
+        # --timeout: were the run resumed here, the test would fail, not train for ever
+        assert benchmark.main(args + ["--timeout=30"]) == 0
+        printed = capsys.readouterr().out
+        assert (
+            f"BPR seed=1: skipped, BPR-seed1 is in use by a training process that pid {first.pid} "
+            in printed
+        )
+        assert "outlived it" in printed and "running" not in printed
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the child, still in the first one's group

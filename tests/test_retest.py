@@ -156,3 +156,29 @@ def test_training_changes_ignores_evaluation_and_length_keys():
         "embedding_size: 64 -> 32",
         "eval_args: {'split': {'LS': 'valid_and_test'}} -> {'split': {'RS': [0.8, 0.1, 0.1]}}",
     ]
+
+
+def test_a_run_a_benchmark_holds_is_not_retested_and_the_others_are(
+    finished_runs, tmp_path, capsys, monkeypatch
+):
+    """While a benchmark holds a run (extending it, say), its checkpoints may change under a
+    retest: the retest names the holder, retests the others, and gets to it when it is free."""
+    from recbole_hdccf.run_lock import run_lock
+
+    monkeypatch.setattr(retest, "LOCK_WAIT_SECONDS", 0.2)
+    out, _ = finished_runs
+    target = tmp_path / "retested"
+    args = [f"--runs={out}", f"--protocol={_protocol(tmp_path, 'full')}", f"--out={target}"]
+    args.append("--models=BPR")
+    with run_lock(out / "runs" / "BPR-seed1"):
+        assert retest.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "BPR seed=1: skipped, BPR-seed1 is in use by pid" in printed
+    assert "in use by a benchmark (left out of the table; retest again when it finishes)" in printed
+    assert [r["seed"] for r in _records(target).values()] == [2]
+    # Readers share: a retest holding the run does not stop another from reading it.
+    with run_lock(out / "runs" / "BPR-seed1", shared=True):
+        assert retest.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "BPR seed=1: testing under" in printed and "seed=2: skipped, retested earlier" in printed
+    assert sorted(r["seed"] for r in _records(target).values()) == [1, 2]
