@@ -756,6 +756,19 @@ def next_step(
     return "run", None
 
 
+def unfinished_extension(spec: RunSpec, base: dict, run_dir: Path) -> dict | None:
+    """For a run with no finished record that an extension began (its record moved aside to
+    ``before-extend-<n>.json``, then interrupted, or failed and retried): the values of the
+    settings it was being extended in, before the extension, for the record it will end with.
+    None for a run no extension began."""
+    kept = sorted(run_dir.glob("before-extend-*.json"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+    if not kept:
+        return None
+    before = json.loads(kept[-1].read_text(encoding="utf-8")).get("config", {})
+    now = effective_settings(spec, base)["config"]
+    return {k: before.get(k) for k in EXTENDABLE if k in now and now[k] != before.get(k)}
+
+
 def _archive_record(done: Path, run_dir: Path) -> Path:
     """Move a finished run's record aside before it is extended; returns where it went."""
     number = 1 + len(list(run_dir.glob("before-extend-*.json")))
@@ -946,6 +959,9 @@ def main(argv=None) -> int:
                         f"{prefix}: extending ({raised}; the earlier record is {kept.name}) ...",
                         flush=True,
                     )
+                elif (detail := unfinished_extension(spec, base, run_dir)) is not None:
+                    step = "extend"  # an extension interrupted or failed: it goes on
+                    print(f"{prefix}: running (an unfinished extension) ...", flush=True)
                 else:
                     print(f"{prefix}: running ...", flush=True)
                 record = run_in_child(spec, base, out, args.timeout, lock_fd)

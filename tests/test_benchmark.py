@@ -552,6 +552,37 @@ def test_extend_trains_finished_runs_on_to_the_records_of_runs_with_the_larger_s
     assert "--extend trains runs on; --report_only runs nothing" in capsys.readouterr().err
 
 
+def test_an_extension_that_did_not_finish_goes_on_and_its_record_says_it_was_extended(
+    finished_benchmark, tmp_path, capsys
+):
+    """An extension killed after its run's record was moved aside: started again, the run goes
+    on from its last checkpoint and its record names what it was extended from."""
+    out = tmp_path / "out"
+    args = benchmark_args(finished_benchmark.config_file, out, "HDCCF", seeds="1")
+    assert benchmark.main(args + ["--set", "train_time_budget=0.001"]) == 0  # 1 epoch
+    run_dir = out / "runs" / "HDCCF-seed1"
+    # what `--set train_time_budget=1000 --extend` does before its child trains, then a kill
+    benchmark._archive_record(out / "runs" / "HDCCF-seed1.json", run_dir)
+    request = json.loads((run_dir / "request.json").read_text())
+    request["base"]["config"]["train_time_budget"] = 1000
+    (run_dir / "request.json").write_text(json.dumps(request))
+    capsys.readouterr()
+
+    assert benchmark.main(args + ["--set", "train_time_budget=1000"]) == 0
+    assert "HDCCF seed=1: running (an unfinished extension) ..." in capsys.readouterr().out
+    extended = json.loads((out / "runs" / "HDCCF-seed1.json").read_text())
+    uninterrupted = json.loads((finished_benchmark.out / "runs" / "HDCCF-seed1.json").read_text())
+    assert extended["extended_from"] == {"train_time_budget": 0.001}
+    assert extended["epochs_run"] == 2 and extended["resumed_after_epochs"] == 1
+    assert extended["test"] == uninterrupted["test"]
+    assert (
+        benchmark.unfinished_extension(
+            benchmark.RunSpec("HDCCF", "HDCCF", {}, 1), {"config": {}, "config_files": {}}, tmp_path
+        )
+        is None
+    )  # no extension began in a folder without kept records
+
+
 def test_a_run_another_process_holds_is_left_to_it_and_the_others_go_on(
     finished_benchmark, tmp_path, capsys, monkeypatch
 ):
