@@ -741,7 +741,10 @@ def next_step(
         record = None
     if record is None:
         if resume_checkpoint(run_dir) and (changes := settings_changes(spec, base, request)):
-            return "conflict", f"interrupted under other settings ({'; '.join(changes)})"
+            return "conflict", (
+                f"was interrupted under other settings ({'; '.join(changes)}), and its "
+                "checkpoint would go on under those"
+            )
         return "run", None
     if changes := settings_changes(spec, base, request):
         why = f"finished with other settings ({'; '.join(changes)})"
@@ -860,64 +863,36 @@ def main(argv=None) -> int:
         return 2
     out = Path(args.out).resolve()  # each run's process starts in its own folder
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    # Runs that finished with other settings, one entry per distinct change: a report over runs
-    # made with `--set epochs=N` would otherwise repeat the same line for every run.
-    runs_by_changes: dict[tuple[str, ...], list[str]] = {}
+    # Before anything runs, the runs this benchmark cannot go on from, one line per distinct
+    # reason: a report over runs made with `--set epochs=N` would otherwise repeat one line for
+    # every run.
+    refused: dict[str, list[str]] = {}
+    ways_out = {}  # one per kind of refused run: finished, or interrupted
     for spec in specs:
-        run_dir, done = out / "runs" / spec.key, out / "runs" / f"{spec.key}.json"
-        if (
-            not done.exists()
-            or in_use(run_dir)  # being extended by another process: the run loop says so
-            or not (changes := settings_changes(spec, base, run_dir / "request.json"))
-        ):
-            continue
-        if args.extend:
-            try:
-                extension_of(spec, base, run_dir, json.loads(done.read_text(encoding="utf-8")))
-                continue
-            except ValueError as error:
-                changes.append(f"--extend cannot go on from it: {error}")
-        runs_by_changes.setdefault(tuple(changes), []).append(spec.key)
-    for changes, keys in runs_by_changes.items():
+        finished = (out / "runs" / f"{spec.key}.json").exists()
+        if (args.report_only and not finished) or in_use(out / "runs" / spec.key):
+            continue  # a report reads finished runs only; a held run is the loop's to report
+        step, why = next_step(spec, base, out, args.extend, args.retry_failed)
+        if step == "conflict":
+            refused.setdefault(why, []).append(spec.key)
+            ways_out[finished] = (
+                "delete OUT/runs/<run>.json to rerun them"
+                if finished
+                else "delete OUT/runs/<run>/saved to start them again"
+            )
+    for why, keys in refused.items():
         runs = f"run {keys[0]}" if len(keys) == 1 else f"{len(keys)} runs ({', '.join(keys)})"
-        print(
-            f"{'warning' if args.report_only else 'error'}: {runs} in {out} finished with other "
-            f"settings ({'; '.join(changes)})",
-            file=sys.stderr,
-        )
-    if runs_by_changes and args.report_only:
+        level = "warning" if args.report_only else "error"
+        print(f"{level}: {runs} in {out} {why}", file=sys.stderr)
+    if refused and args.report_only:
         print(
             "warning: the table reports these runs as they ran (give the settings they ran "
             "with to silence this)",
             file=sys.stderr,
         )
-    elif runs_by_changes:
-        print(
-            "error: give these settings a new --out, or delete OUT/runs/<run>.json to rerun them",
-            file=sys.stderr,
-        )
-        return 2
-    # An interrupted run resumes from its last checkpoint: only under the settings it began with.
-    interrupted = [
-        (spec.key, changes)
-        for spec in ([] if args.report_only else specs)
-        if not (out / "runs" / f"{spec.key}.json").exists()
-        and resume_checkpoint(out / "runs" / spec.key)
-        and not in_use(out / "runs" / spec.key)  # training in another process: the loop says so
-        and (changes := settings_changes(spec, base, out / "runs" / spec.key / "request.json"))
-    ]
-    for key, changes in interrupted:
-        print(
-            f"error: run {key} in {out} was interrupted under other settings "
-            f"({'; '.join(changes)}), and its checkpoint would go on under those",
-            file=sys.stderr,
-        )
-    if interrupted:
-        print(
-            "error: give these settings a new --out, or delete OUT/runs/<run>/saved to start "
-            "them again",
-            file=sys.stderr,
-        )
+    elif refused:
+        for way_out in ways_out.values():
+            print(f"error: give these settings a new --out, or {way_out}", file=sys.stderr)
         return 2
     records: dict[str, dict] = {}
     missing, busy, conflicts = [], [], []
