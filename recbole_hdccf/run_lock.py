@@ -39,8 +39,9 @@ class RunInUse(RuntimeError):
 
 
 def holder_of(run_dir: Path) -> str:
-    """Who holds ``run_dir``'s lock, as the holder wrote it: "pid 123 on host since 12:00:00
-    (command)", or "another process" if the file says nothing readable."""
+    """Who holds ``run_dir``'s lock, from the note a trainer leaves in it: "pid 123 on host
+    since 2026-12-07 12:00:00 (command)"; the training child of that process if the noted pid
+    has exited on this host; "another process (a reader ...)" where there is no readable note."""
     try:
         info = json.loads((Path(run_dir) / LOCK_NAME).read_text(encoding="utf-8"))
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["since"]))
